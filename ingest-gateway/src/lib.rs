@@ -1,0 +1,210 @@
+//! telemetry-lake ingest gateway: the gRPC front door that accepts log events
+//! (`telemetry.v1.LogIngest/SendLogs` and OTLP `LogsService/Export`) and
+//! writes them durably to Kafka.
+//!
+//! A request moves through the modules in this order: [`auth`] (headers),
+//! [`otlp`] (OTLP only: map onto telemetry.v1), [`validate`] (rules, limits,
+//! stream → topic), [`chunk`] (Kafka record payloads), [`produce`] (idempotent
+//! producer, delivery reports), [`service`] (the answer). [`error`] is the one
+//! place errors become gRPC statuses.
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod chunk;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod otlp;
+pub mod produce;
+pub mod service;
+pub mod validate;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+use tlake_proto::v1::log_ingest_server::LogIngestServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+use crate::auth::BearerAuth;
+use crate::config::Config;
+use crate::metrics::{CountCodes, Metrics};
+use crate::produce::Kafka;
+use crate::service::Ingest;
+
+/// Addresses the gateway actually listens on (ports resolved when 0 was asked).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// gRPC.
+    pub grpc: SocketAddr,
+    /// Prometheus metrics.
+    pub metrics: SocketAddr,
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains in-flight requests
+/// and flushes the Kafka producer. `ready` is called once both listeners are bound.
+pub async fn run(
+    config: Config,
+    ready: impl FnOnce(Bound),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let tokens = config.tokens()?;
+    let auth = BearerAuth::new(tokens);
+    let metrics = Arc::new(Metrics::new());
+    let kafka = Arc::new(Kafka::new(&config.kafka).context("cannot create the Kafka producer")?);
+    let ingest = Arc::new(Ingest::new(config.clone(), kafka.clone(), metrics.clone()));
+
+    let grpc_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.listen))?;
+    let metrics_listener = TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", config.metrics_listen))?;
+    let bound = Bound {
+        grpc: grpc_listener.local_addr()?,
+        metrics: metrics_listener.local_addr()?,
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let watch = tokio::spawn(watch_kafka(kafka.clone(), metrics.clone(), health.clone()));
+
+    let max = config.limits.max_request_bytes;
+    let send_logs = LogIngestServer::from_arc(ingest.clone())
+        .max_decoding_message_size(max)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip);
+    let export = LogsServiceServer::from_arc(ingest)
+        .max_decoding_message_size(max)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd);
+
+    let mut server = Server::builder();
+    if let Some(tls) = &config.tls {
+        let cert = std::fs::read(&tls.cert)
+            .with_context(|| format!("cannot read tls.cert {}", tls.cert.display()))?;
+        let key = std::fs::read(&tls.key)
+            .with_context(|| format!("cannot read tls.key {}", tls.key.display()))?;
+        server = server
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .context("invalid TLS certificate or key")?;
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grace = config.shutdown_grace_ms;
+    let router = server
+        .layer(CountCodes(metrics.clone()))
+        .add_service(health_service)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            send_logs,
+            auth.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            export, auth,
+        ));
+
+    let metrics_app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get({
+                let metrics = metrics.clone();
+                move || async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let mut metrics_stop = stop_rx.clone();
+    let metrics_server = tokio::spawn(async move {
+        axum::serve(metrics_listener, metrics_app)
+            .with_graceful_shutdown(async move {
+                let _ = metrics_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    // On the shutdown signal: report NOT_SERVING so load balancers move away,
+    // stop accepting, and let in-flight requests finish (they answer only
+    // after Kafka's delivery report), for at most the grace period.
+    let signal_health = health.clone();
+    let mut grpc_stop = stop_rx.clone();
+    let grpc =
+        router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            let _ = grpc_stop.wait_for(|stop| *stop).await;
+        });
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: draining in-flight requests");
+        signal_health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        let _ = stop_tx.send(true);
+    });
+
+    ready(bound);
+    tracing::info!(grpc = %bound.grpc, metrics = %bound.metrics, tls = config.tls.is_some(), auth = auth_enabled(&config), "gateway listening");
+
+    let mut drain_deadline = stop_rx.clone();
+    tokio::select! {
+        result = grpc => result.context("gRPC server failed")?,
+        () = async move {
+            let _ = drain_deadline.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(grace_ms = grace.as_millis(), "requests still running after the grace period; closing"),
+    }
+    watch.abort();
+    let _ = metrics_server.await;
+    match kafka.flush(grace).await {
+        Ok(()) => tracing::info!("gateway stopped"),
+        Err(err) => tracing::error!(%err, "Kafka flush at shutdown did not complete"),
+    }
+    Ok(())
+}
+
+fn auth_enabled(config: &Config) -> bool {
+    config.auth.token.is_some() || config.auth.tokens_file.is_some()
+}
+
+/// Keeps the health status and `kafka_up` in line with broker reachability.
+async fn watch_kafka(
+    kafka: Arc<Kafka>,
+    metrics: Arc<Metrics>,
+    health: tonic_health::server::HealthReporter,
+) {
+    let mut last = None;
+    loop {
+        let up = kafka.reachable(Duration::from_secs(3)).await;
+        metrics.kafka_up.set(if up { 1.0 } else { 0.0 });
+        if last != Some(up) {
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_serving::<LogIngestServer<Ingest>>().await;
+            if !up {
+                health.set_not_serving::<LogIngestServer<Ingest>>().await;
+                tracing::warn!("Kafka unreachable: requests will be answered UNAVAILABLE");
+            } else {
+                tracing::info!("Kafka reachable");
+            }
+            last = Some(up);
+        }
+        tokio::time::sleep(Duration::from_secs(if up { 5 } else { 1 })).await;
+    }
+}

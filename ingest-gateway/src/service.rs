@@ -1,0 +1,196 @@
+//! The two ingest RPCs, one pipeline: decode → validate → route → chunk →
+//! produce → answer. OK is answered only after Kafka acknowledged every chunk.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use tlake_proto::v1::log_ingest_server::LogIngest;
+use tlake_proto::v1::{LogEvent, Resource, SendLogsRequest, SendLogsResponse, Source};
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::metrics::{Metrics, StreamLabels};
+use crate::produce::{Kafka, RequestDelivery};
+use crate::{chunk, otlp, validate};
+
+/// Metadata key naming the stream of an OTLP Export (OTLP has no field for it).
+pub const STREAM_HEADER: &str = "x-tlake-stream";
+
+/// In-flight bytes are counted in KiB permits (tokio semaphores count in u32).
+const PERMIT_BYTES: usize = 1024;
+
+/// Shared state of both RPCs.
+#[derive(Debug)]
+pub struct Ingest {
+    config: Arc<Config>,
+    kafka: Arc<Kafka>,
+    metrics: Arc<Metrics>,
+    inflight: Semaphore,
+}
+
+impl Ingest {
+    /// Wires the pipeline.
+    pub fn new(config: Arc<Config>, kafka: Arc<Kafka>, metrics: Arc<Metrics>) -> Self {
+        let permits = config.limits.max_inflight_bytes.div_ceil(PERMIT_BYTES);
+        Self {
+            config,
+            kafka,
+            metrics,
+            inflight: Semaphore::new(permits),
+        }
+    }
+
+    /// Validates, chunks and produces groups of events for one stream, and
+    /// returns how many were acknowledged — all of them, or an error.
+    async fn accept(
+        &self,
+        stream: &str,
+        groups: Vec<(Option<Resource>, Vec<LogEvent>)>,
+        source: Source,
+    ) -> Result<u32, GatewayError> {
+        let (stream, topic) = validate::route(&self.config.streams, stream)?;
+        let limits = &self.config.limits;
+        let count: usize = groups.iter().map(|(_, events)| events.len()).sum();
+        if count > limits.max_events_per_request {
+            return Err(GatewayError::TooLarge(format!(
+                "request has {count} events; the limit is {} per request — split the batch",
+                limits.max_events_per_request
+            )));
+        }
+        let mut bytes = 0;
+        for (_, events) in &groups {
+            bytes += validate::events(events, limits)?;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+
+        let permits = u32::try_from(bytes.div_ceil(PERMIT_BYTES)).unwrap_or(u32::MAX);
+        let _permit =
+            self.inflight
+                .try_acquire_many(permits)
+                .map_err(|_| GatewayError::Overloaded {
+                    inflight_limit: limits.max_inflight_bytes,
+                    retry_after: Duration::from_millis(200),
+                })?;
+        let inflight = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.metrics.inflight_bytes.inc_by(inflight);
+        let _gauge = scopeguard(|| {
+            self.metrics.inflight_bytes.dec_by(inflight);
+        });
+
+        let received = unix_nanos();
+        let payloads: Vec<Vec<u8>> = groups
+            .into_iter()
+            .flat_map(|(resource, events)| {
+                chunk::chunks(
+                    stream,
+                    resource.as_ref(),
+                    events,
+                    source,
+                    received,
+                    limits.chunk_bytes,
+                )
+            })
+            .collect();
+
+        let started = Instant::now();
+        let outcome = self.kafka.produce_all(topic, &payloads).await;
+        self.metrics
+            .produce_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            RequestDelivery::Delivered => {
+                let labels = StreamLabels {
+                    stream: stream.to_owned(),
+                };
+                self.metrics
+                    .events
+                    .get_or_create(&labels)
+                    .inc_by(count as u64);
+                self.metrics
+                    .bytes
+                    .get_or_create(&labels)
+                    .inc_by(bytes as u64);
+                self.metrics.kafka_records.inc_by(payloads.len() as u64);
+                Ok(u32::try_from(count).unwrap_or(u32::MAX))
+            }
+            RequestDelivery::Incomplete {
+                reason,
+                possibly_persisted,
+            } => {
+                tracing::warn!(%stream, %topic, count, possibly_persisted, %reason, "request not delivered");
+                Err(GatewayError::NotDelivered(reason))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl LogIngest for Ingest {
+    async fn send_logs(
+        &self,
+        request: Request<SendLogsRequest>,
+    ) -> Result<Response<SendLogsResponse>, Status> {
+        let SendLogsRequest {
+            stream,
+            resource,
+            events,
+        } = request.into_inner();
+        let accepted_events = self
+            .accept(&stream, vec![(resource, events)], Source::SendLogs)
+            .await?;
+        Ok(Response::new(SendLogsResponse { accepted_events }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Ingest {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let stream = match request.metadata().get(STREAM_HEADER) {
+            None => String::new(),
+            Some(v) => v
+                .to_str()
+                .map_err(|_| {
+                    GatewayError::InvalidArgument(format!("{STREAM_HEADER} is not ASCII"))
+                })?
+                .to_owned(),
+        };
+        let groups = otlp::decode(request.into_inner())
+            .into_iter()
+            .map(|g| (g.resource, g.events))
+            .collect();
+        self.accept(&stream, groups, Source::Otlp).await?;
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Runs a closure when dropped (also when the request future is cancelled).
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

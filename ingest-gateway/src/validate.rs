@@ -1,0 +1,199 @@
+//! Validation and routing: the rules a request must meet before anything is
+//! produced to Kafka. Pure functions, no I/O.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use tlake_proto::v1::LogEvent;
+
+use crate::config::{DEFAULT_STREAM, Limits};
+use crate::error::GatewayError;
+
+/// Longest stream name: it becomes an Iceberg table name and part of topic names.
+pub const MAX_STREAM_NAME: usize = 63;
+/// Highest OpenTelemetry severity number (FATAL4).
+pub const MAX_SEVERITY: i32 = 24;
+
+/// Checks a stream name: `[a-z][a-z0-9_]*`, at most 63 characters.
+pub fn stream_name(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    match bytes.next() {
+        None => return Err("must not be empty".into()),
+        Some(b) if !b.is_ascii_lowercase() => {
+            return Err("must start with a lower-case letter".into());
+        }
+        Some(_) => {}
+    }
+    if name.len() > MAX_STREAM_NAME {
+        return Err(format!("must be at most {MAX_STREAM_NAME} characters"));
+    }
+    if !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err("may only contain a-z, 0-9 and '_'".into());
+    }
+    Ok(())
+}
+
+/// Resolves a request's stream to its Kafka topic.
+pub fn route<'a>(
+    streams: &'a BTreeMap<String, String>,
+    stream: &str,
+) -> Result<(&'a str, &'a str), GatewayError> {
+    let stream = if stream.is_empty() {
+        DEFAULT_STREAM
+    } else {
+        stream
+    };
+    if let Err(reason) = stream_name(stream) {
+        return Err(GatewayError::InvalidArgument(format!(
+            "stream {stream:?} is not a valid stream name: {reason}"
+        )));
+    }
+    streams
+        .get_key_value(stream)
+        .map(|(s, t)| (s.as_str(), t.as_str()))
+        .ok_or_else(|| GatewayError::UnknownStream {
+            stream: stream.to_owned(),
+            known: streams.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+}
+
+/// Checks the events of one request against the field rules and limits.
+/// Returns the total encoded size of the events.
+pub fn events(events: &[LogEvent], limits: &Limits) -> Result<usize, GatewayError> {
+    if events.len() > limits.max_events_per_request {
+        return Err(GatewayError::TooLarge(format!(
+            "request has {} events; the limit is {} per request — split the batch",
+            events.len(),
+            limits.max_events_per_request
+        )));
+    }
+    let mut total = 0;
+    for (i, event) in events.iter().enumerate() {
+        total += self::event(i, event, limits)?;
+    }
+    Ok(total)
+}
+
+fn event(i: usize, event: &LogEvent, limits: &Limits) -> Result<usize, GatewayError> {
+    let invalid = |field: &str, rule: String| {
+        Err(GatewayError::InvalidArgument(format!(
+            "events[{i}].{field}: {rule}"
+        )))
+    };
+    if event.event_id.len() != 16 {
+        return invalid(
+            "event_id",
+            format!("must be 16 bytes (a UUID), got {}", event.event_id.len()),
+        );
+    }
+    if !event.trace_id.is_empty() && event.trace_id.len() != 16 {
+        return invalid(
+            "trace_id",
+            format!("must be empty or 16 bytes, got {}", event.trace_id.len()),
+        );
+    }
+    if !event.span_id.is_empty() && event.span_id.len() != 8 {
+        return invalid(
+            "span_id",
+            format!("must be empty or 8 bytes, got {}", event.span_id.len()),
+        );
+    }
+    if !(0..=MAX_SEVERITY).contains(&event.severity_number) {
+        return invalid(
+            "severity_number",
+            format!("must be 0..={MAX_SEVERITY}, got {}", event.severity_number),
+        );
+    }
+    let size = event.encoded_len();
+    if size > limits.max_event_bytes {
+        return Err(GatewayError::TooLarge(format!(
+            "events[{i}] is {size} bytes encoded; the limit is {} per event",
+            limits.max_event_bytes
+        )));
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn ok_event() -> LogEvent {
+        LogEvent {
+            event_id: vec![7u8; 16].into(),
+            time_unix_nano: 1,
+            ..LogEvent::default()
+        }
+    }
+
+    #[test]
+    fn stream_names() {
+        for good in ["default", "app", "a1_b2", &"a".repeat(63)] {
+            assert!(stream_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "App", "1app", "_x", "a-b", "a.b", "ä", &"a".repeat(64)] {
+            assert!(stream_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn routing() {
+        let streams = BTreeMap::from([
+            ("default".to_owned(), "telemetry-logs".to_owned()),
+            ("audit".to_owned(), "audit-logs".to_owned()),
+        ]);
+        assert_eq!(
+            route(&streams, "").ok(),
+            Some(("default", "telemetry-logs"))
+        );
+        assert_eq!(route(&streams, "audit").ok(), Some(("audit", "audit-logs")));
+        let unknown = route(&streams, "nope").expect_err("unknown");
+        assert_eq!(unknown.code(), Code::InvalidArgument);
+        assert!(unknown.to_string().contains("audit, default"), "{unknown}");
+        assert_eq!(
+            route(&streams, "Bad Name").expect_err("invalid").code(),
+            Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn event_rules() {
+        let limits = Limits::default();
+        assert!(events(&[ok_event()], &limits).is_ok());
+        let cases: [(fn(&mut LogEvent), &str); 5] = [
+            (|e| e.event_id = vec![1; 15].into(), "events[0].event_id"),
+            (|e| e.event_id = Default::default(), "events[0].event_id"),
+            (|e| e.trace_id = vec![1; 8].into(), "events[0].trace_id"),
+            (|e| e.span_id = vec![1; 16].into(), "events[0].span_id"),
+            (|e| e.severity_number = 25, "events[0].severity_number"),
+        ];
+        for (mutate, field) in cases {
+            let mut e = ok_event();
+            mutate(&mut e);
+            let err = events(&[e], &limits).expect_err(field);
+            assert_eq!(err.code(), Code::InvalidArgument);
+            assert!(err.to_string().starts_with(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn limits_are_out_of_range() {
+        let limits = Limits {
+            max_events_per_request: 2,
+            max_event_bytes: 100,
+            ..Limits::default()
+        };
+        let three = vec![ok_event(), ok_event(), ok_event()];
+        assert_eq!(
+            events(&three, &limits).expect_err("count").code(),
+            Code::OutOfRange
+        );
+        let mut big = ok_event();
+        big.severity_text = "x".repeat(200);
+        assert_eq!(
+            events(&[big], &limits).expect_err("size").code(),
+            Code::OutOfRange
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The telemetry.v1 wire contract: generated protobuf types and the
+//! `LogIngest` gRPC service (client and server).
+//!
+//! Only this crate sees generated code; the SDK and binaries re-export what
+//! they need under their own names.
+#![deny(missing_docs)]
+
+/// `telemetry.v1` messages and the `LogIngest` service.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("telemetry.v1");
+}
