@@ -1,1 +1,15 @@
-//! placeholder
+//! The test kit for end-to-end and fault tests against the local stack
+//! (`deploy/local/stack up`): where the stack is, how to start our binaries,
+//! an event generator, an ack ledger, a Kafka reader, and the no-loss /
+//! no-duplicate assertion every acknowledging path is held to.
+//!
+//! Tests never skip: when the stack is not up they fail and say how to start it.
+
+pub mod events;
+pub mod gateway;
+pub mod kafka;
+pub mod ledger;
+pub mod raw;
+pub mod stack;
+
+pub use ledger::{AckLedger, assert_no_loss_no_dup};

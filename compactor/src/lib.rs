@@ -1,0 +1,1 @@
+//! placeholder: the compactor (issue 3) is being written.

@@ -1,0 +1,1 @@
+//! placeholder: the producer SDK (issue 4) is being written.
