@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod chunk;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod metrics;
 pub mod otlp;
@@ -35,7 +36,8 @@ use tonic_health::ServingStatus;
 
 use crate::auth::BearerAuth;
 use crate::config::Config;
-use crate::metrics::{CountCodes, Metrics};
+use crate::edge::Edge;
+use crate::metrics::Metrics;
 use crate::produce::Kafka;
 use crate::service::Ingest;
 
@@ -101,7 +103,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grace = config.shutdown_grace_ms;
     let router = server
-        .layer(CountCodes(metrics.clone()))
+        .layer(Edge(metrics.clone()))
         .add_service(health_service)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             send_logs,

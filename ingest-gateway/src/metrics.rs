@@ -1,11 +1,8 @@
 //! Prometheus metrics: requests by RPC and gRPC code, events and bytes by
 //! stream, Kafka produce latency, in-flight bytes and broker reachability.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -115,74 +112,5 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// A tower layer that counts every gRPC response by method and status code,
-/// including those tonic answers itself (undecodable bodies, size limits,
-/// failed auth), which never reach a handler.
-#[derive(Clone, Debug)]
-pub struct CountCodes(pub Arc<Metrics>);
-
-impl<S> tower::Layer<S> for CountCodes {
-    type Service = CountCodesService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CountCodesService {
-            inner,
-            metrics: self.0.clone(),
-        }
-    }
-}
-
-/// The service of [`CountCodes`].
-#[derive(Clone, Debug)]
-pub struct CountCodesService<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, B, RB> tower::Service<http::Request<B>> for CountCodesService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let rpc = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let metrics = self.metrics.clone();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            // Errors are answered "trailers-only": the status is in the
-            // headers. A unary success carries its status in the trailers.
-            let code = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok())
-                .map_or(tonic::Code::Ok, tonic::Code::from);
-            metrics
-                .requests
-                .get_or_create(&RpcLabels {
-                    rpc,
-                    code: format!("{code:?}"),
-                })
-                .inc();
-            Ok(response)
-        })
     }
 }

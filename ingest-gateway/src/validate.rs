@@ -161,7 +161,8 @@ mod tests {
     fn event_rules() {
         let limits = Limits::default();
         assert!(events(&[ok_event()], &limits).is_ok());
-        let cases: [(fn(&mut LogEvent), &str); 5] = [
+        type Mutation = fn(&mut LogEvent);
+        let cases: [(Mutation, &str); 5] = [
             (|e| e.event_id = vec![1; 15].into(), "events[0].event_id"),
             (|e| e.event_id = Default::default(), "events[0].event_id"),
             (|e| e.trace_id = vec![1; 8].into(), "events[0].trace_id"),

@@ -170,16 +170,31 @@ fn assert_topic_empty(stack: &Stack, topic: &str) {
 #[tokio::test]
 async fn malformed_protobuf_is_invalid_argument_and_writes_nothing() {
     let (stack, topic, gateway) = setup("malformed").await;
-    let garbage: [&[u8]; 3] = [
-        &[0xff, 0xff, 0xff, 0xff, 0xff],          // invalid varint tag
-        &[0x1a, 0x7f, 0x01],                      // events field, length past the end
-        &[0x12, 0x03, 0x0a, 0x05, 0x41],          // nested resource truncated
+    // Each body is cut or corrupted inside a field the service's message
+    // defines (unknown fields are skipped whole, as protobuf requires).
+    let cases: [(&str, [&[u8]; 3]); 2] = [
+        (
+            "/telemetry.v1.LogIngest/SendLogs",
+            [
+                &[0xff, 0xff, 0xff, 0xff, 0xff], // unterminated varint tag
+                &[0x1a, 0x7f, 0x01],             // events: length past the end
+                &[0x12, 0x03, 0x0a, 0x05, 0x41], // resource: nested attribute truncated
+            ],
+        ),
+        (
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            [
+                &[0xff, 0xff, 0xff, 0xff, 0xff],
+                &[0x0a, 0x7f, 0x01],             // resource_logs: length past the end
+                &[0x0a, 0x03, 0x0a, 0x05, 0x41], // resource_logs.resource truncated
+            ],
+        ),
     ];
-    for path in ["/telemetry.v1.LogIngest/SendLogs", "/opentelemetry.proto.collector.logs.v1.LogsService/Export"] {
-        for body in garbage {
+    for (path, bodies) in cases {
+        for body in bodies {
             let status = raw::call(gateway.channel().await, path, Request::new(body.to_vec()))
                 .await
-                .expect_err("garbage must be refused");
+                .expect_err(&format!("garbage must be refused: {path} {body:?}"));
             assert_eq!(status.code(), Code::InvalidArgument, "{path} {body:?}: {status:?}");
         }
     }
