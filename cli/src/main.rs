@@ -41,6 +41,9 @@ enum Command {
         /// Bearer token.
         #[arg(long, env = "TLAKE_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// PEM CA certificate for a TLS gateway (https:// URL).
+        #[arg(long, env = "TLAKE_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// Benchmarks.
     Bench {
@@ -105,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             batch,
             lines,
             token,
+            ca_file,
         } => {
             let acked = send(SendOptions {
                 gateway,
@@ -113,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 count,
                 batch,
                 token,
+                ca_file,
                 source: source(lines)?,
             })
             .await?;

@@ -7,6 +7,7 @@ use tlake_proto::v1::SendLogsRequest;
 use tlake_proto::v1::log_ingest_client::LogIngestClient;
 use tonic::Request;
 use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::events::{Source, resource};
 
@@ -25,6 +26,8 @@ pub struct SendOptions {
     pub batch: usize,
     /// Bearer token, if the gateway requires one.
     pub token: Option<String>,
+    /// PEM CA certificate to verify a TLS gateway (`https://` URLs).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Where events come from.
     pub source: Source,
 }
@@ -33,11 +36,18 @@ pub struct SendOptions {
 /// many were acknowledged.
 pub async fn send(options: SendOptions) -> anyhow::Result<u64> {
     anyhow::ensure!(options.batch > 0, "--batch must be at least 1");
-    let mut client = LogIngestClient::connect(options.gateway.clone())
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("cannot connect to the gateway at {}: {e}", options.gateway)
-        })?;
+    let mut endpoint = Channel::from_shared(options.gateway.clone())
+        .map_err(|e| anyhow::anyhow!("invalid gateway URL {:?}: {e}", options.gateway))?;
+    if let Some(path) = &options.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read CA file {}: {e}", path.display()))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        anyhow::anyhow!("cannot connect to the gateway at {}: {e}", options.gateway)
+    })?;
+    let mut client = LogIngestClient::new(channel);
     let token: Option<MetadataValue<_>> = match &options.token {
         Some(t) => Some(format!("Bearer {t}").parse()?),
         None => None,

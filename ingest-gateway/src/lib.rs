@@ -29,8 +29,8 @@ use anyhow::Context as _;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use tlake_proto::v1::log_ingest_server::LogIngestServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -144,10 +144,13 @@ pub async fn run(
     // after Kafka's delivery report), for at most the grace period.
     let signal_health = health.clone();
     let mut grpc_stop = stop_rx.clone();
-    let grpc =
-        router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+    let grpc = router.serve_with_incoming_shutdown(
+        // No Nagle: small unary answers must not wait for delayed ACKs.
+        TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+        async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
-        });
+        },
+    );
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutdown requested: draining in-flight requests");
