@@ -57,6 +57,9 @@ pub async fn run(
     ready: impl FnOnce(Bound),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Other crates in a build (S3 clients) can compile in a second rustls
+    // crypto provider, and then rustls refuses to pick one by itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Arc::new(config);
     let tokens = config.tokens()?;
     let auth = BearerAuth::new(tokens);
