@@ -31,7 +31,10 @@ pub fn attr(key: &str, value: impl Into<String>) -> KeyValue {
 /// A resource naming a service.
 pub fn resource(service: &str) -> Resource {
     Resource {
-        attributes: vec![attr("service.name", service), attr("host.name", "test-host-1")],
+        attributes: vec![
+            attr("service.name", service),
+            attr("host.name", "test-host-1"),
+        ],
     }
 }
 

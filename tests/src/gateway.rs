@@ -13,7 +13,10 @@ use tonic::transport::Channel;
 /// Path of one of our binaries, built next to the test executables.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -86,7 +89,9 @@ impl Gateway {
             .expect("spawn tlake-gateway");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read ready line");
         let Some(rest) = line.trim().strip_prefix("tlake-gateway ready ") else {
             let _ = child.kill();
             panic!(
@@ -142,7 +147,10 @@ impl Gateway {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status.success();
             }
-            assert!(std::time::Instant::now() < deadline, "gateway did not exit in {timeout:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway did not exit in {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -156,7 +164,11 @@ impl Gateway {
     pub fn metrics_text(&self) -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.metrics).expect("metrics port");
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
         let mut out = String::new();
         s.read_to_string(&mut out).expect("read");
         out

@@ -13,7 +13,10 @@ use tlake_proto::v1::LogBatch;
 
 /// A topic name unique to this test run.
 pub fn unique_topic(prefix: &str) -> String {
-    format!("tlake-test-{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "tlake-test-{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// Creates `topic` with `partitions` partitions (replication 1).
@@ -56,7 +59,10 @@ impl Record {
 pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("tlake-test-reader-{}", uuid::Uuid::new_v4()))
+        .set(
+            "group.id",
+            format!("tlake-test-reader-{}", uuid::Uuid::new_v4()),
+        )
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
@@ -64,7 +70,11 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("topic metadata");
-    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
     assert!(!partitions.is_empty(), "topic {topic} has no partitions");
     let mut ends = Vec::new();
     let mut assignment = TopicPartitionList::new();
@@ -96,7 +106,10 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
         })
     };
     while !done(&records) {
-        assert!(std::time::Instant::now() < deadline, "timed out reading {topic}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out reading {topic}"
+        );
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => records.push(Record {
                 partition: m.partition(),

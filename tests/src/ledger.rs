@@ -19,7 +19,10 @@ impl AckLedger {
     /// Records ids whose request was answered OK.
     pub fn ack<'a>(&self, ids: impl IntoIterator<Item = &'a [u8]>) {
         let mut acked = self.acked.lock().expect("ledger lock");
-        acked.extend(ids.into_iter().map(|id| <[u8; 16]>::try_from(id).expect("16-byte id")));
+        acked.extend(
+            ids.into_iter()
+                .map(|id| <[u8; 16]>::try_from(id).expect("16-byte id")),
+        );
     }
 
     /// All acknowledged ids.
@@ -42,7 +45,11 @@ impl AckLedger {
 /// that nothing else was and nothing twice: count == distinct == acked.
 pub fn assert_no_loss_no_dup(acked: &[[u8; 16]], observed: &[[u8; 16]], exactly: bool) {
     let acked_set: HashSet<_> = acked.iter().collect();
-    assert_eq!(acked_set.len(), acked.len(), "the ledger itself holds duplicate ids");
+    assert_eq!(
+        acked_set.len(),
+        acked.len(),
+        "the ledger itself holds duplicate ids"
+    );
     let mut seen: HashMap<&[u8; 16], usize> = HashMap::new();
     for id in observed {
         *seen.entry(id).or_default() += 1;

@@ -47,10 +47,20 @@ impl Decoder for RawCodec {
 }
 
 /// Calls `path` (e.g. `/telemetry.v1.LogIngest/SendLogs`) with `body` as the message.
-pub async fn call(channel: Channel, path: &'static str, request: Request<Vec<u8>>) -> Result<Vec<u8>, Status> {
+pub async fn call(
+    channel: Channel,
+    path: &'static str,
+    request: Request<Vec<u8>>,
+) -> Result<Vec<u8>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
-    grpc.unary(request, http::uri::PathAndQuery::from_static(path), RawCodec)
+    grpc.ready()
         .await
-        .map(tonic::Response::into_inner)
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    grpc.unary(
+        request,
+        http::uri::PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
 }

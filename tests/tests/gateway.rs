@@ -56,10 +56,18 @@ async fn send_logs_arrive_intact_and_exactly_once() {
     // One record per request chunk: the 2489-event request is split, small
     // ones are not.
     assert!(records.len() >= 6, "{} records", records.len());
-    assert!(records.len() < 40, "{} records: chunks too small", records.len());
+    assert!(
+        records.len() < 40,
+        "{} records: chunks too small",
+        records.len()
+    );
     let mut observed = Vec::new();
     for record in &records {
-        assert!(record.payload.len() <= 512 << 10, "record of {} bytes", record.payload.len());
+        assert!(
+            record.payload.len() <= 512 << 10,
+            "record of {} bytes",
+            record.payload.len()
+        );
         let batch = record.batch();
         assert_eq!(batch.stream, "default");
         assert_eq!(batch.source, Source::SendLogs as i32);
@@ -67,12 +75,19 @@ async fn send_logs_arrive_intact_and_exactly_once() {
         assert!(batch.received_unix_nano > 0);
         observed.extend(batch.events);
     }
-    let observed_ids: Vec<[u8; 16]> = observed.iter().map(|e| e.event_id.as_ref().try_into().expect("id")).collect();
+    let observed_ids: Vec<[u8; 16]> = observed
+        .iter()
+        .map(|e| e.event_id.as_ref().try_into().expect("id"))
+        .collect();
     assert_no_loss_no_dup(&ledger.ids(), &observed_ids, true);
     // Intact: every event comes out byte for byte as it went in.
-    let by_id: std::collections::HashMap<_, _> = observed.iter().map(|e| (e.event_id.clone(), e)).collect();
+    let by_id: std::collections::HashMap<_, _> =
+        observed.iter().map(|e| (e.event_id.clone(), e)).collect();
     for event in &sent {
-        assert_eq!(by_id[&event.event_id].encode_to_vec(), event.encode_to_vec());
+        assert_eq!(
+            by_id[&event.event_id].encode_to_vec(),
+            event.encode_to_vec()
+        );
     }
 }
 
@@ -159,12 +174,19 @@ async fn otlp_export_arrives_intact_and_exactly_once() {
         .expect("retry OK");
     let ids = event_ids(&stack.kafka_brokers, &topic);
     assert_eq!(ids.len(), 2800);
-    assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 1400);
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        1400
+    );
 }
 
 /// Asserts nothing at all was written to `topic`.
 fn assert_topic_empty(stack: &Stack, topic: &str) {
-    assert_eq!(read_all(&stack.kafka_brokers, topic).len(), 0, "rejected input reached Kafka");
+    assert_eq!(
+        read_all(&stack.kafka_brokers, topic).len(),
+        0,
+        "rejected input reached Kafka"
+    );
 }
 
 #[tokio::test]
@@ -185,7 +207,7 @@ async fn malformed_protobuf_is_invalid_argument_and_writes_nothing() {
             "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
             [
                 &[0xff, 0xff, 0xff, 0xff, 0xff],
-                &[0x0a, 0x7f, 0x01],             // resource_logs: length past the end
+                &[0x0a, 0x7f, 0x01], // resource_logs: length past the end
                 &[0x0a, 0x03, 0x0a, 0x05, 0x41], // resource_logs.resource truncated
             ],
         ),
@@ -195,7 +217,11 @@ async fn malformed_protobuf_is_invalid_argument_and_writes_nothing() {
             let status = raw::call(gateway.channel().await, path, Request::new(body.to_vec()))
                 .await
                 .expect_err(&format!("garbage must be refused: {path} {body:?}"));
-            assert_eq!(status.code(), Code::InvalidArgument, "{path} {body:?}: {status:?}");
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{path} {body:?}: {status:?}"
+            );
         }
     }
     // Well-formed protobuf, but invalid UTF-8 in a string field.
@@ -227,7 +253,11 @@ async fn invalid_events_are_invalid_argument_and_write_nothing() {
         .await
         .expect_err("bad id");
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("events[7].event_id"), "{}", status.message());
+    assert!(
+        status.message().contains("events[7].event_id"),
+        "{}",
+        status.message()
+    );
     assert_topic_empty(&stack, &topic);
 }
 
@@ -246,7 +276,11 @@ async fn oversized_batches_are_refused_and_write_nothing() {
         .await
         .expect_err("too many events");
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert!(status.message().contains("10001 events"), "{}", status.message());
+    assert!(
+        status.message().contains("10001 events"),
+        "{}",
+        status.message()
+    );
     // One event above the per-event limit.
     let mut big = generator.next_event();
     big.body = tlake_tests::events::text("x".repeat(300 << 10));
@@ -337,7 +371,9 @@ async fn http2_post(addr: std::net::SocketAddr, path: &'static str, frame: Vec<u
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .header("grpc-encoding", "gzip")
-        .body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(frame))))
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(frame),
+        )))
         .expect("request");
     let response = channel.oneshot(request).await.expect("http response");
     let (parts, body) = response.into_parts();
@@ -358,7 +394,10 @@ async fn unknown_and_invalid_streams_are_invalid_argument() {
     let (stack, topic, gateway) = setup("streams").await;
     let mut client = gateway.client().await;
     let mut generator = EventGen::new();
-    for (stream, expect) in [("nope", "unknown stream \"nope\""), ("Bad-Name", "not a valid stream name")] {
+    for (stream, expect) in [
+        ("nope", "unknown stream \"nope\""),
+        ("Bad-Name", "not a valid stream name"),
+    ] {
         let status = client
             .send_logs(SendLogsRequest {
                 stream: stream.into(),
@@ -372,8 +411,13 @@ async fn unknown_and_invalid_streams_are_invalid_argument() {
     }
     let mut otlp = LogsServiceClient::new(gateway.channel().await);
     let mut request = Request::new(otlp_request(&["a"], 3));
-    request.metadata_mut().insert("x-tlake-stream", "nope".parse().expect("ascii"));
-    assert_eq!(otlp.export(request).await.expect_err("refused").code(), Code::InvalidArgument);
+    request
+        .metadata_mut()
+        .insert("x-tlake-stream", "nope".parse().expect("ascii"));
+    assert_eq!(
+        otlp.export(request).await.expect_err("refused").code(),
+        Code::InvalidArgument
+    );
     assert_topic_empty(&stack, &topic);
 }
 
@@ -383,25 +427,37 @@ async fn missing_or_wrong_token_is_unauthenticated_and_writes_nothing() {
     let topic = unique_topic("auth");
     create_topic(&stack.kafka_brokers, &topic, 3).await;
     let mut options = GatewayOptions::new(&stack.kafka_brokers, &topic);
-    options.env.push(("TLAKE_GATEWAY_AUTH__TOKEN".into(), "correct-horse".into()));
+    options
+        .env
+        .push(("TLAKE_GATEWAY_AUTH__TOKEN".into(), "correct-horse".into()));
     let gateway = Gateway::start(&options);
     let mut generator = EventGen::new();
     let mut client = gateway.client().await;
-    for token in [None, Some("Bearer wrong"), Some("correct-horse"), Some("Bearer correct-hors")] {
+    for token in [
+        None,
+        Some("Bearer wrong"),
+        Some("correct-horse"),
+        Some("Bearer correct-hors"),
+    ] {
         let mut request = Request::new(SendLogsRequest {
             stream: String::new(),
             resource: None,
             events: generator.batch(5),
         });
         if let Some(t) = token {
-            request.metadata_mut().insert("authorization", t.parse().expect("ascii"));
+            request
+                .metadata_mut()
+                .insert("authorization", t.parse().expect("ascii"));
         }
         let status = client.send_logs(request).await.expect_err("refused");
         assert_eq!(status.code(), Code::Unauthenticated, "{token:?}");
     }
     let mut otlp = LogsServiceClient::new(gateway.channel().await);
     assert_eq!(
-        otlp.export(otlp_request(&["a"], 2)).await.expect_err("refused").code(),
+        otlp.export(otlp_request(&["a"], 2))
+            .await
+            .expect_err("refused")
+            .code(),
         Code::Unauthenticated
     );
     assert_topic_empty(&stack, &topic);
@@ -412,10 +468,19 @@ async fn missing_or_wrong_token_is_unauthenticated_and_writes_nothing() {
         resource: None,
         events: events.clone(),
     });
-    request.metadata_mut().insert("authorization", "Bearer correct-horse".parse().expect("ascii"));
-    client.send_logs(request).await.expect("the right token is accepted");
+    request.metadata_mut().insert(
+        "authorization",
+        "Bearer correct-horse".parse().expect("ascii"),
+    );
+    client
+        .send_logs(request)
+        .await
+        .expect("the right token is accepted");
     let observed = event_ids(&stack.kafka_brokers, &topic);
-    let acked: Vec<[u8; 16]> = events.iter().map(|e| e.event_id.as_ref().try_into().expect("id")).collect();
+    let acked: Vec<[u8; 16]> = events
+        .iter()
+        .map(|e| e.event_id.as_ref().try_into().expect("id"))
+        .collect();
     assert_no_loss_no_dup(&acked, &observed, true);
 }
 
@@ -424,7 +489,10 @@ async fn unreachable_kafka_answers_unavailable_within_the_timeout() {
     let stack = Stack::get();
     let mut options = GatewayOptions::new("127.0.0.1:1", "nowhere");
     options.extra_toml = String::new();
-    options.env.push(("TLAKE_GATEWAY_KAFKA__DELIVERY_TIMEOUT_MS".into(), "2000".into()));
+    options.env.push((
+        "TLAKE_GATEWAY_KAFKA__DELIVERY_TIMEOUT_MS".into(),
+        "2000".into(),
+    ));
     drop(stack);
     let gateway = Gateway::start(&options);
     let mut client = gateway.client().await;
@@ -439,19 +507,30 @@ async fn unreachable_kafka_answers_unavailable_within_the_timeout() {
         .expect_err("no Kafka");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.metadata().get("retry-after-ms").is_some());
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let mut health = tonic_health::pb::health_client::HealthClient::new(gateway.channel().await);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let answer = health
-            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .expect("health answers")
             .into_inner();
-        if answer.status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
+        if answer.status
+            == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "health never reported NOT_SERVING");
+        assert!(
+            Instant::now() < deadline,
+            "health never reported NOT_SERVING"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -505,7 +584,9 @@ fn wrong_config_fails_at_start_with_a_clear_error() {
         ("listen = \"not an address\"\n", "listen"),
     ] {
         let path = dir.join("bad.toml");
-        std::fs::File::create(&path).and_then(|mut f| f.write_all(toml.as_bytes())).expect("write");
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(toml.as_bytes()))
+            .expect("write");
         let output = std::process::Command::new(binary("tlake-gateway"))
             .arg("--config")
             .arg(&path)

@@ -43,14 +43,20 @@ async fn kafka_down_answers_unavailable_in_time_and_the_gateway_recovers() {
     let topic = unique_topic("outage");
     create_topic(&stack.kafka_brokers, &topic, 3).await;
     let mut options = GatewayOptions::new(&stack.kafka_brokers, &topic);
-    options.env.push(("TLAKE_GATEWAY_KAFKA__DELIVERY_TIMEOUT_MS".into(), "3000".into()));
+    options.env.push((
+        "TLAKE_GATEWAY_KAFKA__DELIVERY_TIMEOUT_MS".into(),
+        "3000".into(),
+    ));
     let gateway = Gateway::start(&options);
     let mut client = gateway.client().await;
     let mut generator = EventGen::new();
     let ledger = AckLedger::new();
 
     let before = generator.batch(100);
-    client.send_logs(request(before.clone())).await.expect("OK while Kafka is up");
+    client
+        .send_logs(request(before.clone()))
+        .await
+        .expect("OK while Kafka is up");
     ledger.ack(before.iter().map(|e| e.event_id.as_ref()));
 
     stack_ctl(&["stop", "kafka"]);
@@ -80,7 +86,10 @@ async fn kafka_down_answers_unavailable_in_time_and_the_gateway_recovers() {
     }
     ledger.ack(during.iter().map(|e| e.event_id.as_ref()));
     let after = generator.batch(100);
-    client.send_logs(request(after.clone())).await.expect("OK after recovery");
+    client
+        .send_logs(request(after.clone()))
+        .await
+        .expect("OK after recovery");
     ledger.ack(after.iter().map(|e| e.event_id.as_ref()));
 
     // Every acknowledged event is in Kafka; the refused batch may be there
@@ -88,7 +97,10 @@ async fn kafka_down_answers_unavailable_in_time_and_the_gateway_recovers() {
     let observed = event_ids(&stack.kafka_brokers, &topic);
     assert_no_loss_no_dup(&ledger.ids(), &observed, false);
     let sent: HashSet<[u8; 16]> = ledger.ids().into_iter().collect();
-    assert!(observed.iter().all(|id| sent.contains(id)), "Kafka holds events never sent");
+    assert!(
+        observed.iter().all(|id| sent.contains(id)),
+        "Kafka holds events never sent"
+    );
 }
 
 #[tokio::test]
@@ -111,9 +123,11 @@ async fn sigterm_under_load_keeps_every_acknowledged_event() {
             let mut refused = 0;
             while !stop.load(Ordering::Relaxed) {
                 let events = generator.batch(200);
-                sent.lock()
-                    .expect("lock")
-                    .extend(events.iter().map(|e| <[u8; 16]>::try_from(e.event_id.as_ref()).expect("id")));
+                sent.lock().expect("lock").extend(
+                    events
+                        .iter()
+                        .map(|e| <[u8; 16]>::try_from(e.event_id.as_ref()).expect("id")),
+                );
                 match client.send_logs(request(events.clone())).await {
                     Ok(_) => ledger.ack(events.iter().map(|e| e.event_id.as_ref())),
                     Err(_) => {
@@ -129,13 +143,20 @@ async fn sigterm_under_load_keeps_every_acknowledged_event() {
     let acked_before_term = ledger.len();
     assert!(acked_before_term > 0, "no request succeeded before SIGTERM");
     gateway.sigterm();
-    assert!(gateway.wait(Duration::from_secs(30)), "gateway exited with an error:\n{}", gateway.log());
+    assert!(
+        gateway.wait(Duration::from_secs(30)),
+        "gateway exited with an error:\n{}",
+        gateway.log()
+    );
     stop.store(true, Ordering::Relaxed);
     let mut refused = 0;
     for s in senders {
         refused += s.await.expect("sender");
     }
-    assert!(refused > 0, "no request was refused after shutdown: the test did not overlap the shutdown");
+    assert!(
+        refused > 0,
+        "no request was refused after shutdown: the test did not overlap the shutdown"
+    );
     let log = gateway.log();
     assert!(log.contains("shutdown requested"), "{log}");
     assert!(log.contains("gateway stopped"), "{log}");
@@ -143,7 +164,10 @@ async fn sigterm_under_load_keeps_every_acknowledged_event() {
     let observed = event_ids(&stack.kafka_brokers, &topic);
     assert_no_loss_no_dup(&ledger.ids(), &observed, false);
     let sent = sent.lock().expect("lock");
-    assert!(observed.iter().all(|id| sent.contains(id)), "Kafka holds events never sent");
+    assert!(
+        observed.iter().all(|id| sent.contains(id)),
+        "Kafka holds events never sent"
+    );
     eprintln!(
         "acked {} events ({} before SIGTERM), {} refused requests, {} in Kafka",
         ledger.len(),
