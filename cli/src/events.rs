@@ -105,6 +105,10 @@ impl Source {
                     attr("http.route", "/api/v1/orders/{id}"),
                     attr("user.id", format!("u-{:06}", n % 100_000)),
                     attr("service.component", ["db", "cache", "http", "queue"][i % 4]),
+                    attr(
+                        "k8s.pod.name",
+                        format!("checkout-7d9f8b6c5-{:05}", n % 100_000),
+                    ),
                 ],
             ),
         };

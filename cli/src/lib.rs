@@ -4,5 +4,6 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod doctor;
 pub mod events;
 pub mod send;

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tlake_cli::bench::{GatewayBench, TABLE_HEADER};
+use tlake_cli::doctor;
 use tlake_cli::events::Source;
 use tlake_cli::send::{SendOptions, send};
 
@@ -50,6 +51,25 @@ enum Command {
         #[command(subcommand)]
         target: BenchTarget,
     },
+    /// Check a deployed namespace: pods, services, Kafka, Nessie, the object store and its
+    /// bucket; exits non-zero when a check fails. Uses the kubeconfig as kubectl does.
+    Doctor {
+        /// Namespace of the release.
+        #[arg(long, short = 'n', default_value = doctor::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// kubeconfig context (default: the current one; KUBECONFIG is honoured).
+        #[arg(long)]
+        context: Option<String>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,7 +110,7 @@ fn source(lines: Option<PathBuf>) -> anyhow::Result<Source> {
 #[tokio::main]
 async fn main() -> ExitCode {
     match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("tlake: {err:#}");
             ExitCode::FAILURE
@@ -98,7 +118,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Send {
             gateway,
@@ -149,6 +169,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{run}");
             }
         }
+        Command::Doctor {
+            namespace,
+            context,
+            output,
+        } => {
+            let report = doctor::run(&doctor::Options { namespace, context }).await;
+            match output {
+                Output::Table => print!("{}", report.table()),
+                Output::Json => println!("{}", report.json()),
+            }
+            if report.failed() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
