@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use prost::Message;
+use tlake_proto::codec::{PreEncoded, SEND_LOGS_PATH};
 use tlake_proto::v1::SendLogsRequest;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
@@ -193,8 +193,8 @@ async fn send(channel: Channel, body: Bytes) -> Result<(), Status> {
         .map_err(|e| Status::unavailable(e.to_string()))?;
     grpc.unary(
         Request::new(body),
-        http::uri::PathAndQuery::from_static("/telemetry.v1.LogIngest/SendLogs"),
-        PreEncoded,
+        http::uri::PathAndQuery::from_static(SEND_LOGS_PATH),
+        PreEncoded::<()>::default(),
     )
     .await
     .map(drop)
@@ -226,43 +226,4 @@ fn clock_ticks() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-/// A codec that sends already-encoded request bytes and ignores the answer's body.
-#[derive(Debug, Clone, Copy, Default)]
-struct PreEncoded;
-
-impl Codec for PreEncoded {
-    type Encode = Bytes;
-    type Decode = ();
-    type Encoder = PreEncoded;
-    type Decoder = PreEncoded;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        PreEncoded
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        PreEncoded
-    }
-}
-
-impl Encoder for PreEncoded {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for PreEncoded {
-    type Item = ();
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
-        src.advance(src.remaining());
-        Ok(Some(()))
-    }
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes};
-use prost::Message as _;
+use bytes::Bytes;
+use tlake_proto::codec::{PreEncoded, SEND_LOGS_PATH};
 use tlake_proto::v1::{Resource, SendLogsResponse};
 use tokio::sync::watch;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -18,8 +18,6 @@ use tonic::{Request, Status};
 use crate::encode::EncodedBatch;
 use crate::error::Error;
 use crate::event::Event;
-
-const SEND_LOGS: &str = "/telemetry.v1.LogIngest/SendLogs";
 
 /// The gateway's default per-event limit (`limits.max_event_bytes`).
 pub const MAX_EVENT_BYTES: usize = 256 << 10;
@@ -232,8 +230,8 @@ impl Sender {
                 .map_err(|e| Error::from_status(&Status::from_error(e.into())))?;
             grpc.unary(
                 request,
-                http::uri::PathAndQuery::from_static(SEND_LOGS),
-                PreEncoded,
+                http::uri::PathAndQuery::from_static(SEND_LOGS_PATH),
+                PreEncoded::<SendLogsResponse>::default(),
             )
             .await
             .map(tonic::Response::into_inner)
@@ -268,47 +266,6 @@ impl Sender {
 fn halves(from: usize, to: usize) -> [(usize, usize); 2] {
     let mid = from + (to - from) / 2;
     [(from, mid), (mid, to)]
-}
-
-/// A codec for requests that are already encoded: retries resend the same
-/// bytes instead of encoding the batch again.
-#[derive(Debug, Clone, Copy, Default)]
-struct PreEncoded;
-
-impl Codec for PreEncoded {
-    type Encode = Bytes;
-    type Decode = SendLogsResponse;
-    type Encoder = PreEncoded;
-    type Decoder = PreEncoded;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        PreEncoded
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        PreEncoded
-    }
-}
-
-impl Encoder for PreEncoded {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for PreEncoded {
-    type Item = SendLogsResponse;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<SendLogsResponse>, Status> {
-        SendLogsResponse::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("cannot decode SendLogsResponse: {e}")))
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! they need under their own names.
 #![deny(missing_docs)]
 
+pub mod codec;
+
 /// `telemetry.v1` messages and the `LogIngest` service.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {

@@ -214,7 +214,7 @@ async fn malformed_protobuf_is_invalid_argument_and_writes_nothing() {
     ];
     for (path, bodies) in cases {
         for body in bodies {
-            let status = raw::call(gateway.channel().await, path, Request::new(body.to_vec()))
+            let status = raw::call(gateway.channel().await, path, body.to_vec())
                 .await
                 .expect_err(&format!("garbage must be refused: {path} {body:?}"));
             assert_eq!(
@@ -228,7 +228,7 @@ async fn malformed_protobuf_is_invalid_argument_and_writes_nothing() {
     let status = raw::call(
         gateway.channel().await,
         "/telemetry.v1.LogIngest/SendLogs",
-        Request::new(vec![0x0a, 0x02, 0xc3, 0x28]),
+        vec![0x0a, 0x02, 0xc3, 0x28],
     )
     .await
     .expect_err("bad utf-8");
