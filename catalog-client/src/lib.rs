@@ -1,1 +1,30 @@
-//! placeholder
+//! tlake-catalog: the compactor's (and users') view of the Iceberg tables
+//! behind Nessie's REST catalog.
+//!
+//! - [`LakeCatalog::connect`] with S3 settings the client uses itself;
+//! - [`LakeCatalog::ensure_table`]: create a stream's table with the layout of
+//!   [`schema::TableKind`], or check an existing one and evolve it additively;
+//! - [`LakeCatalog::commit`]: a fast append whose snapshot summary carries
+//!   the merged Kafka offsets, a commit id and a writer epoch, with our own
+//!   retry, fencing and unknown-outcome reconciliation ([`CommitOutcome`]);
+//! - [`LakeCatalog::progress`]: committed offsets and newest event time.
+#![deny(missing_docs)]
+
+mod catalog;
+mod error;
+pub mod offsets;
+mod pinned;
+pub mod schema;
+
+pub use catalog::{
+    CatalogSettings, CommitOutcome, CommitRequest, LakeCatalog, Progress, S3Settings,
+    SUMMARY_COMMIT_ID, SUMMARY_MAX_EVENT_TIME, SUMMARY_OFFSETS, SUMMARY_WRITER_EPOCH, find_commit,
+    progress_of,
+};
+pub use error::{Error, Result};
+pub use iceberg;
+pub use offsets::{Fence, Offsets};
+pub use schema::TableKind;
+
+/// Name of the dead-letter table in the namespace.
+pub const DEAD_LETTER_TABLE: &str = "dead_letters";

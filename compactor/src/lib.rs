@@ -1,1 +1,116 @@
-//! placeholder: the compactor (issue 3) is being written.
+//! tlake-compactor: Kafka → DuckDB buffer → Parquet → Iceberg commit via
+//! Nessie, exactly once (ARCHITECTURE §1.3, §2).
+//!
+//! The data path, top-down: [`pipeline`] consumes and routes each record
+//! through [`decode`] into a per-table [`buffer`]; a flush deduplicates and
+//! sorts in DuckDB, [`write`]s Parquet through iceberg-rust, and commits
+//! through `tlake-catalog` with the Kafka offsets it covers.
+#![deny(missing_docs)]
+
+pub mod buffer;
+pub mod config;
+pub mod decode;
+pub mod metrics;
+pub mod pipeline;
+pub mod write;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tlake_catalog::{CatalogSettings, LakeCatalog, S3Settings};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+
+/// Why the compactor stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad configuration or missing credentials.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The metrics listener could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The catalog refused us for good (incompatible table, bad settings).
+    #[error(transparent)]
+    Catalog(#[from] tlake_catalog::Error),
+    /// The consume loop failed.
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::PipelineError),
+    /// The consume thread panicked.
+    #[error("the consume loop panicked: {0}")]
+    Panicked(String),
+}
+
+/// Catalog settings from the configuration and the S3 credentials in env.
+pub fn catalog_settings(config: &Config) -> Result<CatalogSettings, config::ConfigError> {
+    let (access_key_id, secret_access_key) = config::s3_credentials()?;
+    Ok(CatalogSettings {
+        uri: config.catalog.uri.clone(),
+        warehouse: config.catalog.warehouse.clone(),
+        namespace: config.catalog.namespace.clone(),
+        s3: S3Settings {
+            endpoint: config.s3.endpoint.clone(),
+            region: config.s3.region.clone(),
+            path_style: config.s3.path_style,
+            access_key_id,
+            secret_access_key,
+        },
+        request_timeout: Duration::from_millis(config.catalog.request_timeout_ms),
+    })
+}
+
+/// Runs until `stop` is set, then flushes, commits and returns.
+/// `ready` is called with the metrics address once consuming.
+pub async fn run(
+    config: Config,
+    stop: Arc<AtomicBool>,
+    ready: impl FnOnce(SocketAddr) + Send + 'static,
+) -> Result<(), RunError> {
+    let settings = catalog_settings(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let listener = metrics::bind(config.metrics_listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.metrics_listen,
+            source,
+        })?;
+    let metrics_addr = listener.local_addr().map_err(|source| RunError::Listen {
+        addr: config.metrics_listen,
+        source,
+    })?;
+    tokio::spawn(metrics::serve(listener, metrics.clone()));
+
+    // The catalog may be starting too: back off rather than fail.
+    let mut delay = Duration::from_millis(250);
+    let catalog = loop {
+        match LakeCatalog::connect(&settings).await {
+            Ok(c) => break c,
+            Err(e) if e.retryable() && !stop.load(Ordering::Relaxed) => {
+                tracing::warn!(uri = %settings.uri, error = %e, "catalog unreachable; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let rt = tokio::runtime::Handle::current();
+    let handle = tokio::task::spawn_blocking(move || {
+        let pipeline = Pipeline::new(config, catalog, metrics.clone(), rt, stop)?;
+        metrics.set_ready(true);
+        ready(metrics_addr);
+        pipeline.run()
+    });
+    match handle.await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(RunError::Panicked(e.to_string())),
+    }
+}

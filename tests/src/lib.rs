@@ -13,3 +13,6 @@ pub mod raw;
 pub mod stack;
 
 pub use ledger::{AckLedger, assert_no_loss_no_dup};
+pub mod compactor;
+pub mod flow;
+pub mod lake;

@@ -1,0 +1,58 @@
+//! The crate's one error type, and whether a caller should retry.
+
+/// Everything that can go wrong talking to the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the REST catalog or to object storage failed.
+    #[error("catalog request failed: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    /// The table exists but cannot hold what the compactor writes.
+    #[error("table {table} is incompatible with what the compactor writes: {reason}")]
+    Incompatible {
+        /// `namespace.table`.
+        table: String,
+        /// What differs and what would be accepted.
+        reason: String,
+    },
+    /// The table's snapshots carry no usable `tlake.offsets`.
+    #[error("cannot read the Kafka offsets of {table} (snapshot {snapshot_id}): {reason}")]
+    CorruptOffsets {
+        /// `namespace.table`.
+        table: String,
+        /// The snapshot.
+        snapshot_id: i64,
+        /// The parse error.
+        reason: String,
+    },
+    /// Every commit attempt hit a concurrent commit (HTTP 409).
+    #[error("commit to {table} still conflicts after {attempts} attempts")]
+    TooManyConflicts {
+        /// `namespace.table`.
+        table: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The connection settings are unusable.
+    #[error("invalid catalog settings: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether the same call may succeed later (the catalog or storage was
+    /// unreachable or busy). Incompatible tables and bad settings are not.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Iceberg(e) => {
+                matches!(
+                    e.kind(),
+                    iceberg::ErrorKind::Unexpected | iceberg::ErrorKind::CatalogCommitConflicts
+                ) || e.retryable()
+            }
+            Error::TooManyConflicts { .. } => true,
+            Error::Incompatible { .. } | Error::CorruptOffsets { .. } | Error::Config(_) => false,
+        }
+    }
+}
+
+/// Result with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,326 @@
+//! What the compactor writes: the logs and dead-letter table layouts
+//! (ARCHITECTURE §3), and the check of an existing table against them.
+//!
+//! Field ids here are only the ones we propose; the catalog may reassign
+//! them on create, so every check below goes by name and type.
+
+use iceberg::spec::{
+    FormatVersion, MapType, NestedField, NestedFieldRef, NullOrder, PrimitiveType, Schema,
+    SortDirection, SortField, SortOrder, TableMetadata, Transform, Type, UnboundPartitionField,
+    UnboundPartitionSpec,
+};
+
+/// Event id column (16 bytes, the producer's UUIDv7).
+pub const EVENT_ID: &str = "event_id";
+/// Event time column; the table is partitioned by its day.
+pub const EVENT_TIME: &str = "event_time";
+/// `service.name` of the batch's resource; first sort key.
+pub const SERVICE: &str = "service";
+/// Name of the partition field, `day(event_time)`.
+pub const EVENT_DAY: &str = "event_day";
+
+/// Which layout a table has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// One stream's log events.
+    Logs,
+    /// Records that could not be decoded or mapped.
+    DeadLetters,
+}
+
+fn string_map(key_id: i32, value_id: i32) -> Type {
+    Type::Map(MapType::new(
+        NestedField::map_key_element(key_id, Type::Primitive(PrimitiveType::String)).into(),
+        NestedField::map_value_element(value_id, Type::Primitive(PrimitiveType::String), false)
+            .into(),
+    ))
+}
+
+fn prim(p: PrimitiveType) -> Type {
+    Type::Primitive(p)
+}
+
+/// The columns of a logs table, in order.
+pub fn logs_fields() -> Vec<NestedFieldRef> {
+    use PrimitiveType as P;
+    vec![
+        // fixed[16]: DuckDB reads it as BLOB, iceberg-rust as FixedSizeBinary(16).
+        NestedField::required(1, EVENT_ID, prim(P::Fixed(16))).into(),
+        NestedField::required(2, EVENT_TIME, prim(P::Timestamptz)).into(),
+        NestedField::optional(3, "observed_time", prim(P::Timestamptz)).into(),
+        NestedField::optional(4, "severity_number", prim(P::Int)).into(),
+        NestedField::optional(5, "severity_text", prim(P::String)).into(),
+        NestedField::optional(6, "body", prim(P::String)).into(),
+        NestedField::optional(7, "event_name", prim(P::String)).into(),
+        NestedField::optional(8, "scope_name", prim(P::String)).into(),
+        NestedField::optional(9, SERVICE, prim(P::String)).into(),
+        NestedField::optional(10, "trace_id", prim(P::Binary)).into(),
+        NestedField::optional(11, "span_id", prim(P::Binary)).into(),
+        NestedField::optional(12, "flags", prim(P::Long)).into(),
+        NestedField::optional(13, "attributes", string_map(20, 21)).into(),
+        NestedField::optional(14, "resource", string_map(22, 23)).into(),
+        NestedField::optional(15, "received_at", prim(P::Timestamptz)).into(),
+        NestedField::optional(16, "kafka_partition", prim(P::Int)).into(),
+        NestedField::optional(17, "kafka_offset", prim(P::Long)).into(),
+    ]
+}
+
+/// The columns of the dead-letter table.
+pub fn dead_letter_fields() -> Vec<NestedFieldRef> {
+    use PrimitiveType as P;
+    vec![
+        NestedField::optional(1, "raw", prim(P::Binary)).into(),
+        NestedField::required(2, "topic", prim(P::String)).into(),
+        NestedField::required(3, "kafka_partition", prim(P::Int)).into(),
+        NestedField::required(4, "kafka_offset", prim(P::Long)).into(),
+        NestedField::required(5, "reason", prim(P::String)).into(),
+        NestedField::required(6, "dead_lettered_at", prim(P::Timestamptz)).into(),
+    ]
+}
+
+impl TableKind {
+    /// The schema we create the table with.
+    pub fn schema(self) -> Schema {
+        let fields = match self {
+            TableKind::Logs => logs_fields(),
+            TableKind::DeadLetters => dead_letter_fields(),
+        };
+        Schema::builder()
+            .with_fields(fields)
+            .build()
+            .expect("static schema is valid")
+    }
+
+    /// `day(event_time)` for logs; dead letters are few and unpartitioned.
+    pub fn partition_spec(self) -> UnboundPartitionSpec {
+        match self {
+            // Nessie requires the partition field id in create requests.
+            TableKind::Logs => UnboundPartitionSpec::builder()
+                .with_spec_id(0)
+                .add_partition_fields([UnboundPartitionField {
+                    source_id: 2,
+                    field_id: Some(1000),
+                    name: EVENT_DAY.to_owned(),
+                    transform: Transform::Day,
+                }])
+                .expect("static spec is valid")
+                .build(),
+            TableKind::DeadLetters => UnboundPartitionSpec::builder().with_spec_id(0).build(),
+        }
+    }
+
+    /// `(service, event_time)` for logs.
+    pub fn sort_order(self) -> SortOrder {
+        let field = |source_id| SortField {
+            source_id,
+            transform: Transform::Identity,
+            direction: SortDirection::Ascending,
+            null_order: NullOrder::First,
+        };
+        match self {
+            TableKind::Logs => SortOrder::builder()
+                .with_order_id(1)
+                .with_sort_field(field(9))
+                .with_sort_field(field(2))
+                .build_unbound()
+                .expect("static sort order is valid"),
+            TableKind::DeadLetters => SortOrder::unsorted_order(),
+        }
+    }
+}
+
+/// What must change for an existing table to hold what we write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evolution {
+    /// Optional columns to add (name, type).
+    pub add_columns: Vec<(String, Type)>,
+}
+
+/// Compares an existing table with `kind`'s layout. `Ok` lists the additive
+/// changes needed (possibly none); `Err` says why the table cannot be used.
+pub fn check_compatibility(kind: TableKind, metadata: &TableMetadata) -> Result<Evolution, String> {
+    if metadata.format_version() != FormatVersion::V2 {
+        return Err(format!(
+            "format version is {}, the compactor writes v2",
+            metadata.format_version()
+        ));
+    }
+    let ours = kind.schema();
+    let theirs = metadata.current_schema();
+    let mut add_columns = Vec::new();
+    for field in ours.as_struct().fields() {
+        match theirs.field_by_name(&field.name) {
+            None if field.required => {
+                return Err(format!("required column {} is missing", field.name));
+            }
+            None => add_columns.push((field.name.clone(), (*field.field_type).clone())),
+            Some(existing) => {
+                if !same_shape(&existing.field_type, &field.field_type) {
+                    return Err(format!(
+                        "column {} has type {}, expected {}",
+                        field.name, existing.field_type, field.field_type
+                    ));
+                }
+                if existing.required && !field.required {
+                    return Err(format!(
+                        "column {} is required in the table but may be null in our rows",
+                        field.name
+                    ));
+                }
+            }
+        }
+    }
+    // Extra columns are fine if optional: we write nulls into them.
+    for field in theirs.as_struct().fields() {
+        if field.required && ours.field_by_name(&field.name).is_none() {
+            return Err(format!(
+                "the table has a required column {} the compactor does not write",
+                field.name
+            ));
+        }
+    }
+    let spec = metadata.default_partition_spec();
+    let spec_ok = match kind {
+        TableKind::Logs => {
+            let fields = spec.fields();
+            fields.len() == 1
+                && fields[0].transform == Transform::Day
+                && theirs
+                    .field_by_id(fields[0].source_id)
+                    .is_some_and(|f| f.name == EVENT_TIME)
+        }
+        TableKind::DeadLetters => spec.fields().is_empty(),
+    };
+    if !spec_ok {
+        return Err(format!(
+            "partition spec is {:?}, expected {}",
+            spec.fields()
+                .iter()
+                .map(|f| format!("{}({})", f.transform, f.source_id))
+                .collect::<Vec<_>>(),
+            match kind {
+                TableKind::Logs => "day(event_time)",
+                TableKind::DeadLetters => "unpartitioned",
+            }
+        ));
+    }
+    Ok(Evolution { add_columns })
+}
+
+/// Type equality ignoring nested field ids (which the catalog assigns).
+fn same_shape(a: &Type, b: &Type) -> bool {
+    match (a, b) {
+        (Type::Primitive(x), Type::Primitive(y)) => x == y,
+        (Type::Map(x), Type::Map(y)) => {
+            same_shape(&x.key_field.field_type, &y.key_field.field_type)
+                && same_shape(&x.value_field.field_type, &y.value_field.field_type)
+        }
+        (Type::List(x), Type::List(y)) => {
+            same_shape(&x.element_field.field_type, &y.element_field.field_type)
+        }
+        (Type::Struct(x), Type::Struct(y)) => {
+            x.fields().len() == y.fields().len()
+                && x.fields()
+                    .iter()
+                    .zip(y.fields())
+                    .all(|(f, g)| f.name == g.name && same_shape(&f.field_type, &g.field_type))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(schema: Schema, spec: UnboundPartitionSpec) -> TableMetadata {
+        iceberg::spec::TableMetadataBuilder::new(
+            schema,
+            spec,
+            SortOrder::unsorted_order(),
+            "s3://b/t".to_owned(),
+            FormatVersion::V2,
+            Default::default(),
+        )
+        .expect("builder")
+        .build()
+        .expect("metadata")
+        .metadata
+    }
+
+    #[test]
+    fn our_own_layout_is_compatible() {
+        for kind in [TableKind::Logs, TableKind::DeadLetters] {
+            let m = metadata(kind.schema(), kind.partition_spec());
+            assert_eq!(
+                check_compatibility(kind, &m),
+                Ok(Evolution {
+                    add_columns: vec![]
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn missing_optional_columns_are_added() {
+        let fields: Vec<_> = logs_fields()
+            .into_iter()
+            .filter(|f| f.name != "kafka_offset" && f.name != "attributes")
+            .collect();
+        let schema = Schema::builder()
+            .with_fields(fields)
+            .build()
+            .expect("schema");
+        let m = metadata(schema, TableKind::Logs.partition_spec());
+        let evolution = check_compatibility(TableKind::Logs, &m).expect("compatible");
+        let names: Vec<_> = evolution
+            .add_columns
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(names, ["attributes", "kafka_offset"]);
+    }
+
+    #[test]
+    fn wrong_type_is_refused() {
+        let mut fields = logs_fields();
+        fields[3] = NestedField::optional(4, "severity_number", prim(PrimitiveType::String)).into();
+        let schema = Schema::builder()
+            .with_fields(fields)
+            .build()
+            .expect("schema");
+        let err = check_compatibility(
+            TableKind::Logs,
+            &metadata(schema, TableKind::Logs.partition_spec()),
+        )
+        .expect_err("must refuse");
+        assert!(err.contains("severity_number"), "{err}");
+    }
+
+    #[test]
+    fn wrong_partitioning_is_refused() {
+        let spec = UnboundPartitionSpec::builder()
+            .add_partition_field(2, "h", Transform::Hour)
+            .expect("spec")
+            .build();
+        let err = check_compatibility(TableKind::Logs, &metadata(TableKind::Logs.schema(), spec))
+            .expect_err("must refuse");
+        assert!(err.contains("day(event_time)"), "{err}");
+    }
+
+    #[test]
+    fn extra_required_column_is_refused() {
+        let mut fields = logs_fields();
+        fields.push(NestedField::required(30, "tenant", prim(PrimitiveType::String)).into());
+        let schema = Schema::builder()
+            .with_fields(fields)
+            .build()
+            .expect("schema");
+        let err = check_compatibility(
+            TableKind::Logs,
+            &metadata(schema, TableKind::Logs.partition_spec()),
+        )
+        .expect_err("must refuse");
+        assert!(err.contains("tenant"), "{err}");
+    }
+}

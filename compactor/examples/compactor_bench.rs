@@ -1,0 +1,484 @@
+//! Benchmark harness (not a test): Kafka → committed snapshot throughput,
+//! bytes per event on disk, and freshness under a steady offered load.
+//!
+//! Needs the local stack and a release build of the compactor:
+//!
+//! ```sh
+//! eval "$(deploy/local/stack env)"
+//! cargo build --release -p tlake-compactor --bin tlake-compactor --example compactor_bench
+//! target/release/examples/compactor_bench throughput --events 1000000
+//! target/release/examples/compactor_bench corpus --dir /work/shared/corpus/loghub-2k
+//! target/release/examples/compactor_bench freshness --rate 10000 --seconds 30
+//! ```
+//!
+//! Each run uses a fresh topic (4 partitions) and a fresh stream/table.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tlake_catalog::{CatalogSettings, LakeCatalog, S3Settings};
+use tlake_proto::v1::{AnyValue, KeyValue, LogBatch, LogEvent, Resource, any_value};
+
+const PARTITIONS: i32 = 4;
+const RECORD_BYTES: usize = 500 << 10;
+
+fn env(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+}
+
+fn text(s: String) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(s)),
+    })
+}
+
+fn kv(k: &str, v: String) -> KeyValue {
+    KeyValue {
+        key: k.to_owned(),
+        value: text(v),
+    }
+}
+
+/// A synthetic ~300-byte event shaped like the test kit's.
+fn synthetic(n: u64) -> LogEvent {
+    const MESSAGES: [&str; 4] = [
+        "request completed method=GET path=/api/v1/orders status=200",
+        "cache miss for key user:profile, falling back to database",
+        "retrying upstream call after connection reset by peer",
+        "slow query detected on table orders: full scan of partition",
+    ];
+    let i = n as usize;
+    let now = now_ns();
+    LogEvent {
+        event_id: uuid::Uuid::now_v7().as_bytes().to_vec().into(),
+        time_unix_nano: now,
+        observed_time_unix_nano: now,
+        severity_number: [9, 9, 9, 13, 17][i % 5],
+        severity_text: ["INFO", "INFO", "INFO", "WARN", "ERROR"][i % 5].to_owned(),
+        body: text(format!("{} seq={n}", MESSAGES[i % 4])),
+        attributes: vec![
+            kv("http.route", "/api/v1/orders/{id}".into()),
+            kv("user.id", format!("u-{:06}", n % 100_000)),
+            kv(
+                "service.component",
+                ["checkout", "payments", "search", "inventory"][i % 4].into(),
+            ),
+        ],
+        trace_id: uuid::Uuid::new_v4().as_bytes().to_vec().into(),
+        span_id: n.to_be_bytes().to_vec().into(),
+        flags: 1,
+        event_name: String::new(),
+        scope_name: "tlake::bench".to_owned(),
+    }
+}
+
+fn line_event(line: &str) -> LogEvent {
+    let now = now_ns();
+    LogEvent {
+        event_id: uuid::Uuid::now_v7().as_bytes().to_vec().into(),
+        time_unix_nano: now,
+        observed_time_unix_nano: now,
+        severity_number: 9,
+        body: text(line.to_owned()),
+        ..Default::default()
+    }
+}
+
+struct Setup {
+    brokers: String,
+    topic: String,
+    stream: String,
+    catalog: LakeCatalog,
+    producer: FutureProducer,
+}
+
+async fn setup(name: &str) -> Setup {
+    let brokers = env("TLAKE_KAFKA_BROKERS", "127.0.0.1:9092");
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let topic = format!("tlake-bench-{name}-{suffix}");
+    let stream = format!("bench_{name}_{suffix}");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("admin");
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(
+                &topic,
+                PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topic")
+    {
+        r.expect("topic created");
+    }
+    let settings = CatalogSettings {
+        uri: env("TLAKE_CATALOG_URI", "http://127.0.0.1:19120/iceberg/"),
+        warehouse: env("TLAKE_WAREHOUSE", "telemetrylake"),
+        namespace: "logs".into(),
+        s3: S3Settings {
+            endpoint: env("TLAKE_S3_ENDPOINT", "http://127.0.0.1:9000"),
+            region: env("TLAKE_S3_REGION", "us-east-1"),
+            path_style: true,
+            access_key_id: env("TLAKE_S3_ACCESS_KEY", ""),
+            secret_access_key: env("TLAKE_S3_SECRET_KEY", ""),
+        },
+        request_timeout: Duration::from_secs(30),
+    };
+    let catalog = LakeCatalog::connect(&settings)
+        .await
+        .expect("catalog (eval \"$(deploy/local/stack env)\" first)");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.max.bytes", "1000000")
+        .create()
+        .expect("producer");
+    Setup {
+        brokers,
+        topic,
+        stream,
+        catalog,
+        producer,
+    }
+}
+
+/// Packs events into LogBatch records of ≤ RECORD_BYTES and produces them
+/// round-robin. Returns (partition, offset, events, bytes, produce time) per record.
+async fn produce(s: &Setup, events: Vec<LogEvent>) -> Vec<(i32, i64, usize, usize, Instant)> {
+    let mut out = Vec::new();
+    let mut chunk = Vec::new();
+    let mut size = 0;
+    let mut partition = 0;
+    let mut pending = Vec::new();
+    let flush = |chunk: Vec<LogEvent>, partition: i32| {
+        let batch = LogBatch {
+            stream: s.stream.clone(),
+            resource: Some(Resource {
+                attributes: vec![kv(
+                    "service.name",
+                    ["checkout", "payments", "search"][partition as usize % 3].into(),
+                )],
+            }),
+            events: chunk,
+            received_unix_nano: now_ns(),
+            source: 1,
+        };
+        (batch.events.len(), batch.encode_to_vec())
+    };
+    for e in events {
+        size += e.encoded_len() + 4;
+        chunk.push(e);
+        if size >= RECORD_BYTES {
+            pending.push(flush(std::mem::take(&mut chunk), partition));
+            partition = (partition + 1) % PARTITIONS;
+            size = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        pending.push(flush(chunk, partition));
+    }
+    let mut futures = Vec::new();
+    for (i, (n, bytes)) in pending.into_iter().enumerate() {
+        let p = i as i32 % PARTITIONS;
+        let producer = s.producer.clone();
+        let topic = s.topic.clone();
+        futures.push(async move {
+            let at = Instant::now();
+            let offset = producer
+                .send(
+                    FutureRecord::<(), [u8]>::to(&topic)
+                        .partition(p)
+                        .payload(&bytes),
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect("produce")
+                .offset;
+            (p, offset, n, bytes.len(), at)
+        });
+    }
+    for f in futures {
+        out.push(f.await);
+    }
+    out
+}
+
+fn start_compactor(s: &Setup, latency_ms: u64) -> Child {
+    let exe = std::env::current_exe().expect("exe");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("tlake-compactor");
+    let dir = std::env::temp_dir().join(format!("tlake-bench-{}", s.topic));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("compactor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "metrics_listen = \"127.0.0.1:0\"\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"bench-{}\"\ntopics = [\"{}\"]\n\
+             [catalog]\nuri = \"{}\"\nwarehouse = \"{}\"\n[s3]\nendpoint = \"{}\"\n[flush]\nmax_latency_ms = {latency_ms}\n",
+            s.brokers,
+            s.topic,
+            s.topic,
+            env("TLAKE_CATALOG_URI", "http://127.0.0.1:19120/iceberg/"),
+            env("TLAKE_WAREHOUSE", "telemetrylake"),
+            env("TLAKE_S3_ENDPOINT", "http://127.0.0.1:9000"),
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(&bin)
+        .arg("--config")
+        .arg(&config)
+        .env("AWS_ACCESS_KEY_ID", env("TLAKE_S3_ACCESS_KEY", ""))
+        .env("AWS_SECRET_ACCESS_KEY", env("TLAKE_S3_SECRET_KEY", ""))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("compactor.log")).expect("log"))
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {}: {e} (cargo build --release -p tlake-compactor)",
+                bin.display()
+            )
+        });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert!(
+        line.starts_with("tlake-compactor ready"),
+        "compactor did not start: {line:?}"
+    );
+    child
+}
+
+/// CPU seconds (user + system) used by a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn covered(offsets: &tlake_catalog::Offsets, topic: &str, ends: &BTreeMap<i32, i64>) -> bool {
+    ends.iter().all(|(p, end)| {
+        offsets
+            .get(topic)
+            .and_then(|m| m.get(p))
+            .is_some_and(|o| o >= end)
+    })
+}
+
+async fn table_size(s: &Setup) -> (u64, u64) {
+    let table = s.catalog.load_table(&s.stream).await.expect("table");
+    let summary = &table
+        .metadata()
+        .current_snapshot()
+        .expect("snapshot")
+        .summary()
+        .additional_properties;
+    let get = |k: &str| summary.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (get("total-records"), get("total-files-size"))
+}
+
+async fn drain(name: &str, events: Vec<LogEvent>) {
+    let s = setup(name).await;
+    let n = events.len();
+    let raw: usize = events.iter().map(prost::Message::encoded_len).sum();
+    let records = produce(&s, events).await;
+    let kafka_bytes: usize = records.iter().map(|r| r.3).sum();
+    let mut ends = BTreeMap::new();
+    for (p, o, ..) in &records {
+        let e = ends.entry(*p).or_insert(0);
+        *e = (*e).max(o + 1);
+    }
+    let start = Instant::now();
+    let mut child = start_compactor(&s, 5000);
+    loop {
+        if let Ok(p) = s.catalog.progress(&s.stream).await
+            && covered(&p.offsets, &s.topic, &ends)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(start.elapsed() < Duration::from_secs(900), "timed out");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let (rows, bytes) = table_size(&s).await;
+    assert_eq!(rows as usize, n, "rows in table");
+    println!(
+        "{name}: {n} events, {:.0} B/event encoded, {:.1} MB in Kafka; wall {elapsed:.2} s (incl. start-up), \
+         compactor CPU {cpu:.2} s\n  {:.0} events/s wall, {:.1} MB/s wall; {:.0} events per CPU-second, {:.1} MB per CPU-second\n  \
+         on disk: {bytes} bytes Parquet = {:.1} bytes/event",
+        raw as f64 / n as f64,
+        kafka_bytes as f64 / 1e6,
+        n as f64 / elapsed,
+        raw as f64 / 1e6 / elapsed,
+        n as f64 / cpu,
+        raw as f64 / 1e6 / cpu,
+        bytes as f64 / rows as f64,
+    );
+}
+
+async fn freshness(rate: u64, seconds: u64) {
+    let s = setup(&format!("fresh{rate}")).await;
+    let mut child = start_compactor(&s, 5000);
+    let total = rate * seconds;
+    // Produce in 100 ms slices; each event's time is its production time.
+    let slice = (rate / 10).max(1);
+    let start = Instant::now();
+    let mut produced: Vec<(i32, i64, usize, Instant)> = Vec::new();
+    let mut n = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let (ends_tx, ends_rx) = tokio::sync::watch::channel(None::<BTreeMap<i32, i64>>);
+    let watcher = {
+        let catalog = s.catalog.clone();
+        let stream = s.stream.clone();
+        let topic = s.topic.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<(Instant, tlake_catalog::Offsets)> = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(seconds + 120);
+            while Instant::now() < deadline {
+                if let Ok(p) = catalog.progress(&stream).await {
+                    let done = ends_rx
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|e| covered(&p.offsets, &topic, e));
+                    seen.push((Instant::now(), p.offsets));
+                    if done {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        })
+    };
+    while n < total {
+        tick.tick().await;
+        let events: Vec<LogEvent> = (n..n + slice).map(synthetic).collect();
+        n += slice;
+        // Small records here: a slice at 10K/s is ~300 KB.
+        for (p, o, count, _, at) in produce(&s, events).await {
+            produced.push((p, o, count, at));
+        }
+    }
+    let offered = n as f64 / start.elapsed().as_secs_f64();
+    let mut ends = BTreeMap::new();
+    for (p, o, ..) in &produced {
+        let e = ends.entry(*p).or_insert(0);
+        *e = (*e).max(o + 1);
+    }
+    let _ = ends_tx.send(Some(ends));
+    let seen = watcher.await.expect("watcher");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut lat: Vec<(f64, usize)> = Vec::new();
+    for (p, o, count, at) in &produced {
+        let visible = seen
+            .iter()
+            .find(|(_, off)| {
+                off.get(&s.topic)
+                    .and_then(|m| m.get(p))
+                    .is_some_and(|c| c > o)
+            })
+            .map(|(t, _)| t.duration_since(*at).as_secs_f64());
+        lat.push((visible.unwrap_or(f64::INFINITY), *count));
+    }
+    lat.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total_events: usize = lat.iter().map(|l| l.1).sum();
+    let pct = |q: f64| {
+        let target = (total_events as f64 * q).ceil() as usize;
+        let mut acc = 0;
+        for (l, c) in &lat {
+            acc += c;
+            if acc >= target {
+                return *l;
+            }
+        }
+        f64::INFINITY
+    };
+    println!(
+        "freshness at {rate} events/s offered ({offered:.0} achieved, {seconds} s, {total_events} events, flush.max_latency_ms=5000): \
+         p50 {:.2} s, p99 {:.2} s, max {:.2} s (produce → visible in a committed snapshot, polled every 100 ms)",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |name: &str, default: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    match args.first().map(String::as_str) {
+        Some("throughput") => {
+            let n: u64 = arg("--events", "1000000").parse().expect("--events");
+            drain("synthetic", (0..n).map(synthetic).collect()).await;
+        }
+        Some("corpus") => {
+            let dir = arg("--dir", "/work/shared/corpus/loghub-2k");
+            let mut events = Vec::new();
+            let mut paths: Vec<_> = std::fs::read_dir(&dir)
+                .expect("corpus dir")
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            paths.sort();
+            for path in paths
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                events.extend(text.lines().filter(|l| !l.is_empty()).map(line_event));
+            }
+            drain("loghub", events).await;
+        }
+        Some("freshness") => {
+            let rate: u64 = arg("--rate", "10000").parse().expect("--rate");
+            let seconds: u64 = arg("--seconds", "30").parse().expect("--seconds");
+            freshness(rate, seconds).await;
+        }
+        _ => eprintln!(
+            "usage: compactor_bench throughput [--events N] | corpus [--dir DIR] | freshness [--rate R] [--seconds S]"
+        ),
+    }
+}

@@ -1,0 +1,366 @@
+//! The compactor's one typed configuration: defaults, then a TOML file, then
+//! `TLAKE_COMPACTOR_*` environment variables (`__` nests), then flags —
+//! validated once at start. Every key is documented in `compactor/README.md`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables, e.g. `TLAKE_COMPACTOR_KAFKA__BROKERS`.
+pub const ENV_PREFIX: &str = "TLAKE_COMPACTOR_";
+/// Env var with the S3 access key id (never in a file).
+pub const ENV_ACCESS_KEY: &str = "AWS_ACCESS_KEY_ID";
+/// Env var with the S3 secret access key (never in a file).
+pub const ENV_SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+
+/// Complete compactor configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Prometheus `/metrics` and `/healthz` listen address. Port 0 picks one.
+    pub metrics_listen: SocketAddr,
+    /// Kafka consumer settings.
+    pub kafka: KafkaConfig,
+    /// Iceberg REST catalog (Nessie).
+    pub catalog: CatalogConfig,
+    /// Object storage for data files.
+    pub s3: S3Config,
+    /// When buffers are written out.
+    pub flush: FlushConfig,
+}
+
+/// Kafka consumer settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated.
+    pub brokers: String,
+    /// Consumer group. Its offsets are advisory: the table holds the truth.
+    pub group_id: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// librdkafka `session.timeout.ms`.
+    pub session_timeout_ms: u32,
+    /// Extra librdkafka properties, applied last.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// Iceberg REST catalog.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Base URI of the Iceberg REST API.
+    pub uri: String,
+    /// Warehouse name.
+    pub warehouse: String,
+    /// Namespace with one table per stream (and `dead_letters`).
+    pub namespace: String,
+    /// Upper bound of one catalog request.
+    pub request_timeout_ms: u64,
+}
+
+/// Object storage. Credentials come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// S3 endpoint URL.
+    pub endpoint: String,
+    /// Region.
+    pub region: String,
+    /// Path-style addressing.
+    pub path_style: bool,
+}
+
+/// Flush triggers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlushConfig {
+    /// Flush when the estimated Parquet size of a buffer reaches this.
+    pub target_file_bytes: u64,
+    /// Flush when the oldest buffered row is this old (ms). Freshness ≈ this + flush time.
+    pub max_latency_ms: u64,
+    /// Flushes whose event ids are remembered to drop late duplicates.
+    pub dedup_window_flushes: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9465)),
+            kafka: KafkaConfig::default(),
+            catalog: CatalogConfig::default(),
+            s3: S3Config::default(),
+            flush: FlushConfig::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "tlake-compactor".into(),
+            topics: vec!["telemetry-logs".into()],
+            session_timeout_ms: 10_000,
+            properties: Default::default(),
+        }
+    }
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            uri: "http://127.0.0.1:19120/iceberg/".into(),
+            warehouse: "telemetrylake".into(),
+            namespace: "logs".into(),
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:9000".into(),
+            region: "us-east-1".into(),
+            path_style: true,
+        }
+    }
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        Self {
+            target_file_bytes: 128 << 20,
+            max_latency_ms: 5_000,
+            dedup_window_flushes: 16,
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, environment or flags could not be parsed.
+    #[error("cannot read configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed but makes no sense.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults ← `file` ← environment ← `overrides`, then validates.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    reason: format!("{} does not exist", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment
+            .merge(
+                Env::prefixed(ENV_PREFIX)
+                    .split("__")
+                    .ignore(&["config", "failpoint"]),
+            )
+            .merge(overrides)
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that can be checked without a network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.kafka.brokers.trim().is_empty() {
+            return invalid("kafka.brokers", "must name at least one host:port");
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return invalid("kafka.group_id", "must not be empty");
+        }
+        if self.kafka.topics.is_empty() {
+            return invalid("kafka.topics", "must list at least one topic");
+        }
+        if let Some(t) = self.kafka.topics.iter().find(|t| !valid_topic(t)) {
+            return Err(ConfigError::Invalid {
+                key: "kafka.topics",
+                reason: format!("{t:?} is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
+            });
+        }
+        if !(self.catalog.uri.starts_with("http://") || self.catalog.uri.starts_with("https://")) {
+            return invalid("catalog.uri", "must be an http:// or https:// URL");
+        }
+        if self.catalog.warehouse.trim().is_empty() {
+            return invalid("catalog.warehouse", "must not be empty");
+        }
+        if !valid_identifier(&self.catalog.namespace) {
+            return invalid(
+                "catalog.namespace",
+                "must be lower-case letters, digits and '_', starting with a letter",
+            );
+        }
+        if self.catalog.request_timeout_ms < 100 {
+            return invalid("catalog.request_timeout_ms", "must be at least 100");
+        }
+        if !(self.s3.endpoint.starts_with("http://") || self.s3.endpoint.starts_with("https://")) {
+            return invalid("s3.endpoint", "must be an http:// or https:// URL");
+        }
+        if self.s3.region.trim().is_empty() {
+            return invalid("s3.region", "must not be empty");
+        }
+        if self.flush.target_file_bytes < 1 << 20 {
+            return invalid(
+                "flush.target_file_bytes",
+                "must be at least 1048576 (1 MiB)",
+            );
+        }
+        if !(100..=600_000).contains(&self.flush.max_latency_ms) {
+            return invalid("flush.max_latency_ms", "must be between 100 and 600000");
+        }
+        Ok(())
+    }
+
+    /// Latency cap as a duration.
+    pub fn max_latency(&self) -> Duration {
+        Duration::from_millis(self.flush.max_latency_ms)
+    }
+}
+
+/// S3 credentials from the environment.
+pub fn s3_credentials() -> Result<(String, String), ConfigError> {
+    let get = |key: &'static str| {
+        std::env::var(key)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(ConfigError::Invalid {
+                key,
+                reason: "must be set in the environment (S3 credentials are never read from files)"
+                    .into(),
+            })
+    };
+    Ok((get(ENV_ACCESS_KEY)?, get(ENV_SECRET_KEY)?))
+}
+
+/// Stream names that can be table names (what the gateway accepts).
+pub fn valid_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_fresh_enough() {
+        let c = Config::default();
+        c.validate().expect("defaults validate");
+        assert!(
+            c.max_latency() <= Duration::from_secs(5),
+            "≤ 10 s freshness needs a ≤ 5 s cap"
+        );
+        assert_eq!(c.metrics_listen.port(), 9465);
+    }
+
+    #[test]
+    fn the_charts_keys_parse() {
+        let c = load_toml(
+            "metrics_listen = \"0.0.0.0:9465\"\n\
+             [kafka]\nbrokers = \"k:9092\"\ngroup_id = \"g\"\ntopics = [\"a\", \"b\"]\n\
+             [catalog]\nuri = \"http://nessie:19120/iceberg/\"\nwarehouse = \"w\"\nnamespace = \"logs\"\n\
+             [s3]\nendpoint = \"http://s3:9000\"\nregion = \"eu-west-1\"\npath_style = false\n\
+             [flush]\ntarget_file_bytes = 67108864\nmax_latency_ms = 2000\n",
+        )
+        .expect("valid");
+        assert_eq!(c.kafka.topics, ["a", "b"]);
+        assert_eq!(c.catalog.uri, "http://nessie:19120/iceberg/");
+        assert!(!c.s3.path_style);
+        assert_eq!(c.flush.max_latency_ms, 2000);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = load_toml("[flush]\nmax_latency = 5\n").expect_err("typo must fail");
+        assert!(err.to_string().contains("max_latency"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (toml, key) in [
+            ("[kafka]\ntopics = []\n", "kafka.topics"),
+            ("[kafka]\ntopics = [\"bad topic\"]\n", "kafka.topics"),
+            ("[kafka]\nbrokers = \" \"\n", "kafka.brokers"),
+            ("[catalog]\nuri = \"nessie:19120\"\n", "catalog.uri"),
+            ("[catalog]\nnamespace = \"Logs\"\n", "catalog.namespace"),
+            ("[s3]\nendpoint = \"s3:9000\"\n", "s3.endpoint"),
+            (
+                "[flush]\ntarget_file_bytes = 10\n",
+                "flush.target_file_bytes",
+            ),
+            ("[flush]\nmax_latency_ms = 0\n", "flush.max_latency_ms"),
+        ] {
+            match load_toml(toml) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{toml}"),
+                other => panic!("{toml}: expected Invalid({key}), got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/c.toml")), Figment::new())
+            .expect_err("must fail");
+        assert!(err.to_string().contains("/nonexistent/c.toml"), "{err}");
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(valid_identifier("default"));
+        assert!(valid_identifier("app_2"));
+        assert!(!valid_identifier("2app"));
+        assert!(!valid_identifier("App"));
+        assert!(!valid_identifier(""));
+    }
+}

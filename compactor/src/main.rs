@@ -1,0 +1,105 @@
+//! `tlake-compactor`: reads its configuration, consumes until SIGTERM/SIGINT,
+//! then flushes and commits what it holds.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use figment::Figment;
+use figment::providers::Serialized;
+use tlake_compactor::config::Config;
+use tracing_subscriber::EnvFilter;
+
+/// Compactor: Kafka → DuckDB → Parquet → Iceberg (Nessie), exactly once.
+///
+/// Configuration: defaults ← --config file ← TLAKE_COMPACTOR_* env ← flags.
+/// S3 credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "TLAKE_COMPACTOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers (overrides `kafka.brokers`).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Validate the configuration, print it and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut overrides = Figment::new();
+    if let Some(brokers) = &cli.brokers {
+        overrides = overrides.merge(Serialized::global("kafka.brokers", brokers));
+    }
+    let config = match Config::load(cli.config.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("tlake-compactor: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(err) = tlake_compactor::catalog_settings(&config) {
+        eprintln!("tlake-compactor: {err}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("tlake-compactor: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let topics = config.kafka.topics.join(",");
+    let result = runtime.block_on(async {
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutdown signal received");
+            signal_stop.store(true, Ordering::Relaxed);
+        });
+        tlake_compactor::run(config, stop.clone(), move |metrics| {
+            // One machine-readable line for scripts and tests.
+            let mut out = std::io::stdout();
+            let _ = writeln!(
+                out,
+                "tlake-compactor ready metrics={metrics} topics={topics}"
+            );
+            let _ = out.flush();
+        })
+        .await
+    });
+    // Stop the metrics server and anything left without waiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tlake-compactor: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
