@@ -148,6 +148,8 @@ async fn sigterm_under_load_keeps_every_acknowledged_event() {
         "gateway exited with an error:\n{}",
         gateway.log()
     );
+    // Let the senders run into the closed gateway before stopping them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let mut refused = 0;
     for s in senders {

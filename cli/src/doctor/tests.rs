@@ -212,7 +212,11 @@ async fn closed_port_through_a_real_client_is_reported_not_panicked() {
     drop(listener);
     let mut config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().expect("uri"));
     config.default_retry = false;
-    let client = kube::Client::try_from(config).expect("client");
+    let client = {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        kube::Client::try_from(config)
+    }
+    .expect("client");
     let report = diagnose(
         &Cluster::new(client, NS),
         &FakeExec::default(),
@@ -557,7 +561,11 @@ async fn kube_exec_reads_stdout_stderr_and_exit_code_over_a_websocket() {
     let mut config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().expect("uri"));
     config.default_retry = false;
     let exec = KubeExec(Cluster::new(
-        kube::Client::try_from(config).expect("client"),
+        {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            kube::Client::try_from(config)
+        }
+        .expect("client"),
         NS,
     ));
 
