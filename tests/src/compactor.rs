@@ -1,12 +1,11 @@
 //! Starting the real `tlake-compactor` binary as a child process.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::ops::{Deref, DerefMut};
+use std::process::Command;
 
-use crate::gateway::binary;
+pub use crate::process::http_get;
+use crate::process::{Process, addr, binary, temp_dir};
 
 /// What to start a compactor with.
 #[derive(Debug, Clone)]
@@ -42,20 +41,19 @@ impl CompactorOptions {
     }
 }
 
-/// A running compactor; killed (SIGKILL) when dropped.
+/// A running compactor; killed (SIGKILL) when dropped. Process control
+/// (`sigterm`, `kill`, `wait`, `log`) comes from [`Process`].
 #[derive(Debug)]
 pub struct Compactor {
-    child: Child,
+    process: Process,
     /// Metrics / healthz address.
     pub metrics: SocketAddr,
-    log: PathBuf,
 }
 
 impl Compactor {
     /// Starts a compactor and waits for its ready line.
     pub fn start(options: &CompactorOptions) -> Self {
-        let dir = std::env::temp_dir().join(format!("tlake-cmp-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = temp_dir("tlake-cmp");
         let topics: Vec<String> = options.topics.iter().map(|t| format!("\"{t}\"")).collect();
         let toml = format!(
             "metrics_listen = \"127.0.0.1:0\"\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\ntopics = [{}]\nsession_timeout_ms = 6000\n\
@@ -72,75 +70,18 @@ impl Compactor {
         );
         let config = dir.join("compactor.toml");
         std::fs::write(&config, toml).expect("write config");
-        let log = dir.join("compactor.log");
-        let mut child = Command::new(binary("tlake-compactor"))
+        let mut command = Command::new(binary("tlake-compactor"));
+        command
             .arg("--config")
             .arg(&config)
             .envs(crate::lake::compactor_env())
             .envs(options.env.iter().cloned())
-            .env("RUST_LOG", "info,tlake_compactor=debug")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn tlake-compactor");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read ready line");
-        let Some(rest) = line.trim().strip_prefix("tlake-compactor ready ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "compactor did not start: {line:?}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let metrics = rest
-            .split(' ')
-            .find_map(|p| p.strip_prefix("metrics="))
-            .and_then(|a| a.parse().ok())
-            .expect("metrics address in ready line");
+            .env("RUST_LOG", "info,tlake_compactor=debug");
+        let (process, fields) = Process::start("tlake-compactor", command, &dir);
         Self {
-            child,
-            metrics,
-            log,
+            process,
+            metrics: addr(&fields, "metrics"),
         }
-    }
-
-    /// SIGKILL, and wait for the process to be gone.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM.
-    pub fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit (at most `timeout`); returns whether it
-    /// exited by itself, and its exit status if so.
-    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The compactor's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The Prometheus metrics text.
@@ -149,30 +90,16 @@ impl Compactor {
     }
 }
 
-/// A plain HTTP/1.1 GET; returns the whole response (status line included).
-pub fn http_get(addr: SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
+impl Deref for Compactor {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.process
+    }
 }
 
-impl Drop for Compactor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- compactor log ({}) ----\n{}",
-                self.log.display(),
-                self.log()
-            );
-        }
+impl DerefMut for Compactor {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
     }
 }

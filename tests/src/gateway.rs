@@ -1,31 +1,16 @@
 //! Starting the real `tlake-gateway` binary as a child process.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::ops::{Deref, DerefMut};
+use std::process::Command;
 use std::time::Duration;
 
 use tlake_proto::v1::log_ingest_client::LogIngestClient;
 use tonic::transport::Channel;
 
-/// Path of one of our binaries, built next to the test executables.
-pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built. Build the binaries first: `cargo build --workspace --bins` \
-         (`tests/run` does this).",
-        path.display()
-    );
-    path
-}
+pub use crate::process::binary;
+use crate::process::{Process, addr, http_get, temp_dir};
 
 /// What to start a gateway with.
 #[derive(Debug, Clone)]
@@ -52,22 +37,21 @@ impl GatewayOptions {
     }
 }
 
-/// A running gateway process; killed when dropped.
+/// A running gateway process; killed when dropped. Process control
+/// (`sigterm`, `kill`, `log`) comes from [`Process`].
 #[derive(Debug)]
 pub struct Gateway {
-    child: Child,
+    process: Process,
     /// gRPC address.
     pub grpc: SocketAddr,
     /// Metrics address.
     pub metrics: SocketAddr,
-    log: PathBuf,
 }
 
 impl Gateway {
     /// Starts a gateway on free loopback ports and waits until it listens.
     pub fn start(options: &GatewayOptions) -> Self {
-        let dir = std::env::temp_dir().join(format!("tlake-gw-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = temp_dir("tlake-gw");
         let mut toml = format!(
             "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nshutdown_grace_ms = 20000\n{}\n[kafka]\nbrokers = \"{}\"\n[streams]\n",
             options.extra_toml, options.brokers
@@ -77,42 +61,17 @@ impl Gateway {
         }
         let config = dir.join("gateway.toml");
         std::fs::write(&config, toml).expect("write config");
-        let log = dir.join("gateway.log");
-        let mut child = Command::new(binary("tlake-gateway"))
+        let mut command = Command::new(binary("tlake-gateway"));
+        command
             .arg("--config")
             .arg(&config)
             .envs(options.env.iter().cloned())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn tlake-gateway");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read ready line");
-        let Some(rest) = line.trim().strip_prefix("tlake-gateway ready ") else {
-            let _ = child.kill();
-            panic!(
-                "gateway did not start: {line:?}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let mut grpc = None;
-        let mut metrics = None;
-        for part in rest.split(' ') {
-            if let Some(a) = part.strip_prefix("grpc=") {
-                grpc = a.parse().ok();
-            } else if let Some(a) = part.strip_prefix("metrics=") {
-                metrics = a.parse().ok();
-            }
-        }
+            .env("RUST_LOG", "info");
+        let (process, fields) = Process::start("tlake-gateway", command, &dir);
         Self {
-            child,
-            grpc: grpc.expect("grpc address in ready line"),
-            metrics: metrics.expect("metrics address in ready line"),
-            log,
+            process,
+            grpc: addr(&fields, "grpc"),
+            metrics: addr(&fields, "metrics"),
         }
     }
 
@@ -131,56 +90,31 @@ impl Gateway {
         LogIngestClient::new(self.channel().await)
     }
 
-    /// Sends SIGTERM.
-    pub fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit (at most `timeout`); returns its success.
+    /// Waits for the process to exit (at most `timeout`, else panics);
+    /// returns whether it exited successfully.
     pub fn wait(&mut self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.success();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "gateway did not exit in {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The gateway's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process
+            .wait(timeout)
+            .unwrap_or_else(|| panic!("gateway did not exit in {timeout:?}"))
+            .success()
     }
 
     /// The Prometheus metrics text.
     pub fn metrics_text(&self) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.metrics).expect("metrics port");
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read");
-        out
+        http_get(self.metrics, "/metrics")
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- gateway log ----\n{}", self.log());
-        }
+impl Deref for Gateway {
+    type Target = Process;
+
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl DerefMut for Gateway {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
     }
 }

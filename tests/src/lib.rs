@@ -9,6 +9,7 @@ pub mod events;
 pub mod gateway;
 pub mod kafka;
 pub mod ledger;
+pub mod process;
 pub mod raw;
 pub mod stack;
 
