@@ -204,12 +204,12 @@ async fn watch_kafka(
                 ServingStatus::NotServing
             };
             health.set_service_status("", status).await;
-            health.set_serving::<LogIngestServer<Ingest>>().await;
-            if !up {
+            if up {
+                health.set_serving::<LogIngestServer<Ingest>>().await;
+                tracing::info!("Kafka reachable");
+            } else {
                 health.set_not_serving::<LogIngestServer<Ingest>>().await;
                 tracing::warn!("Kafka unreachable: requests will be answered UNAVAILABLE");
-            } else {
-                tracing::info!("Kafka reachable");
             }
             last = Some(up);
         }
