@@ -180,7 +180,8 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         let config: Config = figment
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            // TLAKE_GATEWAY_CONFIG names the file (a flag's env), not a key.
+            .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
             .merge(overrides)
             .extract()
             .map_err(Box::new)?;
@@ -392,6 +393,18 @@ mod tests {
                 other => panic!("{toml}: expected Invalid({key}), got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure signature
+    fn the_config_file_variable_is_not_a_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TLAKE_GATEWAY_CONFIG", "/etc/telemetry-lake/gateway.toml");
+            jail.set_env("TLAKE_GATEWAY_KAFKA__BROKERS", "env-broker:9092");
+            let config = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(config.kafka.brokers, "env-broker:9092");
+            Ok(())
+        });
     }
 
     #[test]
