@@ -9,7 +9,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tlake_proto::v1::LogBatch;
+use tlake_proto::v1::{LogBatch, LogEvent};
 
 /// A topic name unique to this test run.
 pub fn unique_topic(prefix: &str) -> String {
@@ -123,11 +123,18 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
     records
 }
 
-/// Every event id found in `topic`, in read order (duplicates kept).
-pub fn event_ids(brokers: &str, topic: &str) -> Vec<[u8; 16]> {
+/// Every event found in `topic`, in read order (duplicates kept).
+pub fn events(brokers: &str, topic: &str) -> Vec<LogEvent> {
     read_all(brokers, topic)
         .iter()
         .flat_map(|r| r.batch().events)
+        .collect()
+}
+
+/// Every event id found in `topic`, in read order (duplicates kept).
+pub fn event_ids(brokers: &str, topic: &str) -> Vec<[u8; 16]> {
+    events(brokers, topic)
+        .iter()
         .map(|e| <[u8; 16]>::try_from(e.event_id.as_ref()).expect("16-byte id"))
         .collect()
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tlake_proto::v1::{LogEvent, any_value};
 use tlake_sdk::{Client, LogBridge};
 use tlake_tests::gateway::{Gateway, GatewayOptions};
-use tlake_tests::kafka::{create_topic, read_all, unique_topic};
+use tlake_tests::kafka::{create_topic, events, unique_topic};
 use tlake_tests::stack::Stack;
 use tracing_subscriber::prelude::*;
 
@@ -50,6 +50,15 @@ async fn setup(name: &str) -> (Stack, String, Gateway, Client) {
     (stack, topic, gateway, client)
 }
 
+/// Flushes the client (every logged event acknowledged) and reads the topic back.
+async fn flush_and_read(client: &Client, stack: &Stack, topic: &str) -> Vec<LogEvent> {
+    tokio::time::timeout(Duration::from_secs(30), client.flush())
+        .await
+        .expect("flush in time")
+        .expect("flush OK");
+    events(&stack.kafka_brokers, topic)
+}
+
 #[tokio::test]
 async fn tracing_events_arrive_with_their_fields() {
     let (stack, topic, _gateway, client) = setup("tracing").await;
@@ -60,14 +69,7 @@ async fn tracing_events_arrive_with_their_fields() {
             tracing::warn!(order.id = i, user = "u-7", paid = true, "order placed");
         }
     });
-    tokio::time::timeout(Duration::from_secs(30), client.flush())
-        .await
-        .expect("flush in time")
-        .expect("flush OK");
-    let events: Vec<LogEvent> = read_all(&stack.kafka_brokers, &topic)
-        .iter()
-        .flat_map(|r| r.batch().events)
-        .collect();
+    let events = flush_and_read(&client, &stack, &topic).await;
     assert_eq!(events.len(), 500);
     let mut orders: Vec<u64> = Vec::new();
     for e in &events {
@@ -91,14 +93,7 @@ async fn log_crate_records_arrive_with_their_key_values() {
         log::info!(attempt = i, queue = "orders"; "retrying upstream call");
     }
     log::debug!("below the level: not sent");
-    tokio::time::timeout(Duration::from_secs(30), client.flush())
-        .await
-        .expect("flush in time")
-        .expect("flush OK");
-    let events: Vec<LogEvent> = read_all(&stack.kafka_brokers, &topic)
-        .iter()
-        .flat_map(|r| r.batch().events)
-        .collect();
+    let events = flush_and_read(&client, &stack, &topic).await;
     assert_eq!(events.len(), 300);
     for e in &events {
         assert_eq!(body(e), "retrying upstream call");
