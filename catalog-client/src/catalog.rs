@@ -121,6 +121,8 @@ pub struct LakeCatalog {
     http: reqwest::Client,
     uri: String,
     warehouse: String,
+    /// S3 settings for listing and deleting objects (maintenance).
+    pub(crate) storage: crate::maintenance::Storage,
 }
 
 impl LakeCatalog {
@@ -171,6 +173,7 @@ impl LakeCatalog {
             http,
             uri: settings.uri.trim_end_matches('/').to_owned(),
             warehouse: settings.warehouse.clone(),
+            storage: crate::maintenance::Storage(settings.s3.clone()),
         };
         catalog.ensure_namespace().await?;
         Ok(catalog)
@@ -314,32 +317,59 @@ impl LakeCatalog {
                 {"action": "set-current-schema", "schema-id": -1},
             ],
         });
+        match self
+            .post_table_update(table.identifier().name(), &body)
+            .await?
+        {
+            Posted::Applied => Ok(()),
+            Posted::Conflict(text) => Err(iceberg::Error::new(
+                ErrorKind::CatalogCommitConflicts,
+                format!("schema update answered 409: {text}"),
+            )
+            .into()),
+            Posted::Refused(status, text) | Posted::Unknown(status, text) => Err(unexpected(
+                format!("schema update answered {status}: {text}"),
+            )),
+        }
+    }
+
+    /// Posts one table commit (`{identifier, requirements, updates}`) to the
+    /// REST catalog ourselves, for the updates iceberg-rust cannot send to
+    /// Nessie (schema changes) or has no action for (replace, expiry).
+    pub(crate) async fn post_table_update(
+        &self,
+        table: &str,
+        body: &serde_json::Value,
+    ) -> Result<Posted> {
         let prefix = self.prefix().await?;
         let url = format!(
             "{}/v1/{prefix}/namespaces/{}/tables/{}",
             self.uri,
             self.namespace.to_url_string(),
-            table.identifier().name()
+            table
         );
-        let response = self
+        let response = match self
             .http
             .post(url)
             .header("content-type", "application/json")
-            .body(serde_json::to_vec(&body).unwrap_or_default())
+            .body(serde_json::to_vec(body).unwrap_or_default())
             .send()
             .await
-            .map_err(|e| unexpected(format!("schema update request: {e}")))?;
+        {
+            Ok(r) => r,
+            // Sent or not, we cannot tell: the caller reconciles.
+            Err(e) => return Ok(Posted::Unknown(0, format!("request failed: {e}"))),
+        };
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(Posted::Applied);
         }
         let text = response.text().await.unwrap_or_default();
-        let kind = if status.as_u16() == 409 {
-            ErrorKind::CatalogCommitConflicts
-        } else {
-            ErrorKind::Unexpected
-        };
-        Err(iceberg::Error::new(kind, format!("schema update answered {status}: {text}")).into())
+        Ok(match status.as_u16() {
+            409 => Posted::Conflict(text),
+            code @ 400..=499 => Posted::Refused(code, text),
+            code => Posted::Unknown(code, text),
+        })
     }
 
     /// The REST path prefix the catalog announces for our warehouse.
@@ -505,7 +535,20 @@ pub fn progress_of(table: &str, metadata: &TableMetadata) -> Result<Progress> {
     })
 }
 
-fn unexpected(message: String) -> Error {
+/// What the catalog answered to a table commit we posted ourselves.
+#[derive(Debug)]
+pub(crate) enum Posted {
+    /// 2xx: the commit is in.
+    Applied,
+    /// 409: a requirement failed (the table moved); reload and retry.
+    Conflict(String),
+    /// Another 4xx: the catalog refuses this request for good.
+    Refused(u16, String),
+    /// 5xx or no answer (status 0): it may or may not have been applied.
+    Unknown(u16, String),
+}
+
+pub(crate) fn unexpected(message: String) -> Error {
     iceberg::Error::new(ErrorKind::Unexpected, message).into()
 }
 

@@ -32,6 +32,29 @@ pub enum Error {
         /// Attempts made.
         attempts: u32,
     },
+    /// The catalog refuses an update for good (e.g. Nessie and `remove-snapshots`).
+    #[error("{table}: the catalog refuses {operation} (HTTP {status}): {reason}")]
+    Refused {
+        /// `namespace.table`.
+        table: String,
+        /// The update, e.g. `remove-snapshots`.
+        operation: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The catalog's message.
+        reason: String,
+    },
+    /// Listing or deleting objects failed.
+    #[error("object storage: {0}")]
+    Storage(String),
+    /// Maintenance found the table in a state it will not act on.
+    #[error("{table}: {reason}")]
+    Unsafe {
+        /// `namespace.table`.
+        table: String,
+        /// Why nothing was done.
+        reason: String,
+    },
     /// The connection settings are unusable.
     #[error("invalid catalog settings: {0}")]
     Config(String),
@@ -48,8 +71,12 @@ impl Error {
                     iceberg::ErrorKind::Unexpected | iceberg::ErrorKind::CatalogCommitConflicts
                 ) || e.retryable()
             }
-            Error::TooManyConflicts { .. } => true,
-            Error::Incompatible { .. } | Error::CorruptOffsets { .. } | Error::Config(_) => false,
+            Error::TooManyConflicts { .. } | Error::Storage(_) => true,
+            Error::Incompatible { .. }
+            | Error::CorruptOffsets { .. }
+            | Error::Config(_)
+            | Error::Refused { .. }
+            | Error::Unsafe { .. } => false,
         }
     }
 }

@@ -7,13 +7,17 @@
 //! - [`LakeCatalog::commit`]: a fast append whose snapshot summary carries
 //!   the merged Kafka offsets, a commit id and a writer epoch, with our own
 //!   retry, fencing and unknown-outcome reconciliation ([`CommitOutcome`]);
-//! - [`LakeCatalog::progress`]: committed offsets and newest event time.
+//! - [`LakeCatalog::progress`]: committed offsets and newest event time;
+//! - [`maintenance`]: replace commits (small-file rewrite), snapshot expiry,
+//!   orphan-file removal.
 #![deny(missing_docs)]
 
 mod catalog;
 mod error;
+pub mod maintenance;
 pub mod offsets;
 mod pinned;
+pub mod recent;
 pub mod schema;
 
 pub use catalog::{

@@ -31,6 +31,8 @@ pub struct Config {
     pub s3: S3Config,
     /// When buffers are written out.
     pub flush: FlushConfig,
+    /// Table maintenance (`tlake-compactor maintain`).
+    pub maintenance: MaintenanceConfig,
 }
 
 /// Kafka consumer settings.
@@ -87,6 +89,26 @@ pub struct FlushConfig {
     pub dedup_window_flushes: u32,
 }
 
+/// Table maintenance: small-file rewrite, snapshot expiry, orphan removal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// Data files smaller than this are rewritten.
+    pub small_file_bytes: u64,
+    /// A partition is rewritten only when it has at least this many small files.
+    pub min_files: usize,
+    /// Size of the files the rewrite writes.
+    pub target_file_bytes: u64,
+    /// Upper bound of the small files read into memory for one replace commit.
+    pub max_rewrite_bytes: u64,
+    /// Table versions (snapshots) younger than this stay readable.
+    pub snapshot_max_age_ms: u64,
+    /// The newest versions (snapshots) always kept, whatever their age.
+    pub keep_snapshots: usize,
+    /// Unreferenced objects younger than this are never deleted.
+    pub orphan_grace_ms: u64,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -95,6 +117,21 @@ impl Default for Config {
             catalog: CatalogConfig::default(),
             s3: S3Config::default(),
             flush: FlushConfig::default(),
+            maintenance: MaintenanceConfig::default(),
+        }
+    }
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            small_file_bytes: 32 << 20,
+            min_files: 2,
+            target_file_bytes: 128 << 20,
+            max_rewrite_bytes: 256 << 20,
+            snapshot_max_age_ms: 3_600_000,
+            keep_snapshots: 10,
+            orphan_grace_ms: 3_600_000,
         }
     }
 }
@@ -237,12 +274,56 @@ impl Config {
         if !(100..=600_000).contains(&self.flush.max_latency_ms) {
             return invalid("flush.max_latency_ms", "must be between 100 and 600000");
         }
-        Ok(())
+        self.maintenance.validate()
     }
 
     /// Latency cap as a duration.
     pub fn max_latency(&self) -> Duration {
         Duration::from_millis(self.flush.max_latency_ms)
+    }
+}
+
+impl MaintenanceConfig {
+    /// Checks the `[maintenance]` section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.target_file_bytes < 1 << 20 {
+            return invalid(
+                "maintenance.target_file_bytes",
+                "must be at least 1048576 (1 MiB)",
+            );
+        }
+        if self.small_file_bytes == 0 || self.small_file_bytes > self.target_file_bytes {
+            return invalid(
+                "maintenance.small_file_bytes",
+                "must be between 1 and maintenance.target_file_bytes",
+            );
+        }
+        if self.min_files < 2 {
+            return invalid("maintenance.min_files", "must be at least 2");
+        }
+        if self.max_rewrite_bytes < self.small_file_bytes.saturating_mul(2) {
+            return invalid(
+                "maintenance.max_rewrite_bytes",
+                "must hold at least two small files (2 × maintenance.small_file_bytes)",
+            );
+        }
+        if self.keep_snapshots < 1 {
+            return invalid("maintenance.keep_snapshots", "must be at least 1");
+        }
+        // Below a second, a flush between upload and commit could lose its files.
+        if self.orphan_grace_ms < 1000 {
+            return invalid(
+                "maintenance.orphan_grace_ms",
+                "must be at least 1000 (keep ≥ 3600000 in production)",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -340,12 +421,47 @@ mod tests {
                 "flush.target_file_bytes",
             ),
             ("[flush]\nmax_latency_ms = 0\n", "flush.max_latency_ms"),
+            ("[maintenance]\nmin_files = 1\n", "maintenance.min_files"),
+            (
+                "[maintenance]\nsmall_file_bytes = 0\n",
+                "maintenance.small_file_bytes",
+            ),
+            (
+                "[maintenance]\ntarget_file_bytes = 10\n",
+                "maintenance.target_file_bytes",
+            ),
+            (
+                "[maintenance]\nmax_rewrite_bytes = 1\n",
+                "maintenance.max_rewrite_bytes",
+            ),
+            (
+                "[maintenance]\nkeep_snapshots = 0\n",
+                "maintenance.keep_snapshots",
+            ),
+            (
+                "[maintenance]\norphan_grace_ms = 5\n",
+                "maintenance.orphan_grace_ms",
+            ),
         ] {
             match load_toml(toml) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{toml}"),
                 other => panic!("{toml}: expected Invalid({key}), got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_maintenance_section_parses_with_defaults_for_the_rest() {
+        let c = load_toml(
+            "[maintenance]\nsmall_file_bytes = 1000\nmin_files = 3\norphan_grace_ms = 2000\n",
+        )
+        .expect("valid");
+        assert_eq!(c.maintenance.small_file_bytes, 1000);
+        assert_eq!(c.maintenance.min_files, 3);
+        assert_eq!(c.maintenance.orphan_grace_ms, 2000);
+        assert_eq!(c.maintenance.keep_snapshots, 10);
+        let err = load_toml("[maintenance]\ngrace_ms = 1\n").expect_err("typo must fail");
+        assert!(err.to_string().contains("grace_ms"), "{err}");
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! The data path, top-down: [`pipeline`] consumes and routes each record
 //! through [`decode`] into a per-table [`buffer`]; a flush deduplicates and
 //! sorts in DuckDB, [`write`]s Parquet through iceberg-rust, and commits
-//! through `tlake-catalog` with the Kafka offsets it covers.
+//! through `tlake-catalog` with the Kafka offsets it covers. [`maintain`]
+//! is the `maintain` subcommand: small-file rewrite, expiry, orphan cleanup.
 #![deny(missing_docs)]
 
 pub mod buffer;
 pub mod config;
 pub mod decode;
+pub mod maintain;
 pub mod metrics;
 pub mod pipeline;
 pub mod write;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use figment::Figment;
 use figment::providers::Serialized;
 use tlake_compactor::config::Config;
@@ -21,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 #[command(version)]
 struct Cli {
     /// TOML configuration file.
-    #[arg(long, env = "TLAKE_COMPACTOR_CONFIG")]
+    #[arg(long, env = "TLAKE_COMPACTOR_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Kafka bootstrap servers (overrides `kafka.brokers`).
     #[arg(long)]
@@ -29,6 +29,26 @@ struct Cli {
     /// Validate the configuration, print it and exit.
     #[arg(long)]
     check_config: bool,
+    /// Without a subcommand: run the compactor.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Table maintenance, once: rewrite small files, expire old snapshots,
+    /// delete orphaned files (settings: the `[maintenance]` section).
+    Maintain(MaintainArgs),
+}
+
+#[derive(Debug, Args)]
+struct MaintainArgs {
+    /// Only this table (default: every table of the namespace).
+    #[arg(long)]
+    table: Option<String>,
+    /// Report what would be done; write, commit and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +77,9 @@ fn main() -> ExitCode {
     if let Err(err) = tlake_compactor::catalog_settings(&config) {
         eprintln!("tlake-compactor: {err}");
         return ExitCode::from(2);
+    }
+    if let Some(Command::Maintain(args)) = cli.command {
+        return maintain(&config, args);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -99,6 +122,47 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tlake-compactor: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tlake-compactor maintain`: one pass, a summary per table on stdout.
+fn maintain(config: &Config, args: MaintainArgs) -> ExitCode {
+    use tlake_compactor::maintain::{MaintainError, MaintainOptions};
+    if let Some(table) = &args.table
+        && !tlake_compactor::config::valid_identifier(table)
+    {
+        eprintln!(
+            "tlake-compactor: --table: {table:?} is not a table name \
+             (lower-case letters, digits and '_', starting with a letter)"
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("tlake-compactor: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = MaintainOptions {
+        table: args.table,
+        dry_run: args.dry_run,
+    };
+    match runtime.block_on(tlake_compactor::maintain::maintain(config, &options)) {
+        Ok(reports) => {
+            for report in reports {
+                println!("{report}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err @ (MaintainError::NoSuchTable { .. } | MaintainError::Config(_))) => {
+            eprintln!("tlake-compactor: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("tlake-compactor: maintenance failed: {err}");
             ExitCode::FAILURE
         }
     }

@@ -54,20 +54,7 @@ impl Compactor {
     /// Starts a compactor and waits for its ready line.
     pub fn start(options: &CompactorOptions) -> Self {
         let dir = temp_dir("tlake-cmp");
-        let topics: Vec<String> = options.topics.iter().map(|t| format!("\"{t}\"")).collect();
-        let toml = format!(
-            "metrics_listen = \"127.0.0.1:0\"\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\ntopics = [{}]\nsession_timeout_ms = 6000\n\
-             [catalog]\nuri = \"{}\"\nwarehouse = \"{}\"\nnamespace = \"logs\"\nrequest_timeout_ms = 10000\n\
-             [s3]\nendpoint = \"{}\"\nregion = \"{}\"\npath_style = true\n[flush]\nmax_latency_ms = {}\n",
-            options.brokers,
-            options.group_id,
-            topics.join(", "),
-            crate::lake::env("TLAKE_CATALOG_URI"),
-            crate::lake::env("TLAKE_WAREHOUSE"),
-            crate::lake::env("TLAKE_S3_ENDPOINT"),
-            crate::lake::env("TLAKE_S3_REGION"),
-            options.max_latency_ms,
-        );
+        let toml = config_toml(options);
         let config = dir.join("compactor.toml");
         std::fs::write(&config, toml).expect("write config");
         let mut command = Command::new(binary("tlake-compactor"));
@@ -87,6 +74,61 @@ impl Compactor {
     /// The Prometheus metrics text.
     pub fn metrics_text(&self) -> String {
         http_get(self.metrics, "/metrics")
+    }
+}
+
+/// The compactor's TOML configuration for `options` and the local stack.
+pub fn config_toml(options: &CompactorOptions) -> String {
+    let topics: Vec<String> = options.topics.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "metrics_listen = \"127.0.0.1:0\"\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\ntopics = [{}]\nsession_timeout_ms = 6000\n\
+         [catalog]\nuri = \"{}\"\nwarehouse = \"{}\"\nnamespace = \"logs\"\nrequest_timeout_ms = 10000\n\
+         [s3]\nendpoint = \"{}\"\nregion = \"{}\"\npath_style = true\n[flush]\nmax_latency_ms = {}\n",
+        options.brokers,
+        options.group_id,
+        topics.join(", "),
+        crate::lake::env("TLAKE_CATALOG_URI"),
+        crate::lake::env("TLAKE_WAREHOUSE"),
+        crate::lake::env("TLAKE_S3_ENDPOINT"),
+        crate::lake::env("TLAKE_S3_REGION"),
+        options.max_latency_ms,
+    )
+}
+
+/// What one `tlake-compactor maintain` run printed.
+#[derive(Debug)]
+pub struct MaintainRun {
+    /// Exit code (None: killed by a signal).
+    pub code: Option<i32>,
+    /// The summary.
+    pub stdout: String,
+    /// The log.
+    pub stderr: String,
+}
+
+/// Runs `tlake-compactor maintain <args>` once with `options`' configuration
+/// plus `maintenance` (TOML lines of the `[maintenance]` section).
+pub fn maintain(options: &CompactorOptions, maintenance: &str, args: &[&str]) -> MaintainRun {
+    let dir = temp_dir("tlake-maint");
+    let config = dir.join("compactor.toml");
+    std::fs::write(
+        &config,
+        format!("{}[maintenance]\n{maintenance}\n", config_toml(options)),
+    )
+    .expect("write config");
+    let output = Command::new(binary("tlake-compactor"))
+        .arg("maintain")
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .envs(crate::lake::compactor_env())
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run tlake-compactor maintain");
+    MaintainRun {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 

@@ -1,0 +1,596 @@
+//! maintain: table maintenance (ARCHITECTURE §3), run by
+//! `tlake-compactor maintain`, table by table:
+//!
+//! 1. rewrite — the small data files of a partition (below
+//!    `maintenance.small_file_bytes`, partitions with at least `min_files`)
+//!    are read with iceberg-rust's Arrow reader, sorted by (service,
+//!    event_time), written with [`crate::write::write_files`], and swapped in
+//!    with one `replace` commit (`tlake-catalog`), which carries the Kafka
+//!    offsets forward;
+//! 2. expire — snapshots past the retention leave the catalog
+//!    (`remove-snapshots`; Nessie lists only the current snapshot, so there
+//!    its history is expired in step 3);
+//! 3. orphans — objects under the table's location that no retained version
+//!    references, and older than the grace period, are deleted.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, RecordBatch};
+use futures::{StreamExt, TryStreamExt};
+use iceberg::ErrorKind;
+use iceberg::scan::FileScanTask;
+use iceberg::spec::{DataFile, DataFileFormat, Struct};
+use iceberg::table::Table;
+use tlake_catalog::LakeCatalog;
+use tlake_catalog::maintenance::{
+    ExpireReport, LiveFile, OrphanPolicy, OrphanReport, ReplaceOutcome, Retention, live_data_files,
+};
+use tlake_catalog::schema::{EVENT_TIME, SERVICE};
+
+use crate::config::{Config, ConfigError, MaintenanceConfig};
+use crate::write::{WriteError, Written, write_files};
+
+/// Rows per batch handed to the writer after sorting.
+const SORTED_BATCH_ROWS: usize = 64 * 1024;
+/// Small files read at once.
+const READ_CONCURRENCY: usize = 4;
+
+/// What to maintain.
+#[derive(Debug, Clone, Default)]
+pub struct MaintainOptions {
+    /// One table; all tables of the namespace when `None`.
+    pub table: Option<String>,
+    /// Plan and report only: write, commit and delete nothing.
+    pub dry_run: bool,
+}
+
+/// Why maintenance stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintainError {
+    /// Bad configuration or missing credentials.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `--table` names no table of the namespace.
+    #[error("table {namespace}.{table} does not exist")]
+    NoSuchTable {
+        /// Namespace.
+        namespace: String,
+        /// The name given.
+        table: String,
+    },
+    /// The catalog or storage failed (or refused).
+    #[error(transparent)]
+    Catalog(#[from] tlake_catalog::Error),
+    /// Writing the rewritten files failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// Reading a small file failed, or its rows do not add up.
+    #[error("rewriting {table}: {reason}")]
+    Rewrite {
+        /// Table.
+        table: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// One partition's small files, rewritten by one replace commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewriteGroup {
+    /// The partition tuple.
+    pub partition: Struct,
+    /// The files to read and replace.
+    pub files: Vec<DataFile>,
+}
+
+impl RewriteGroup {
+    /// Bytes of the small files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(DataFile::file_size_in_bytes).sum()
+    }
+
+    /// Rows of the small files.
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(DataFile::record_count).sum()
+    }
+}
+
+/// What the rewrite step did to one table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RewriteReport {
+    /// Partition groups found worth rewriting.
+    pub groups: usize,
+    /// Small files replaced (dry run: that would be).
+    pub files_before: usize,
+    /// Their bytes.
+    pub bytes_before: u64,
+    /// Files written in their place.
+    pub files_after: usize,
+    /// Their bytes.
+    pub bytes_after: u64,
+    /// Rows moved.
+    pub rows: u64,
+    /// Replace commits made.
+    pub commits: usize,
+    /// 409s absorbed by the commits.
+    pub conflicts: u32,
+    /// Groups given up because their files changed under us.
+    pub abandoned: usize,
+    /// Groups whose commit outcome stayed unknown.
+    pub unknown: usize,
+}
+
+/// What maintenance did to one table.
+#[derive(Debug, Clone)]
+pub struct TableReport {
+    /// Table name.
+    pub table: String,
+    /// Whether anything was changed.
+    pub dry_run: bool,
+    /// Step 1.
+    pub rewrite: RewriteReport,
+    /// Step 2.
+    pub expire: ExpireReport,
+    /// Step 3.
+    pub orphans: OrphanReport,
+}
+
+impl fmt::Display for TableReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.rewrite;
+        let o = &self.orphans;
+        let would = if self.dry_run { " (dry run)" } else { "" };
+        writeln!(f, "table {}{would}", self.table)?;
+        writeln!(
+            f,
+            "  rewrite: {} partition group(s), files {} -> {}, bytes {} -> {}, rows {}, commits {}, conflicts retried {}, abandoned {}, unknown {}",
+            r.groups,
+            r.files_before,
+            r.files_after,
+            r.bytes_before,
+            r.bytes_after,
+            r.rows,
+            r.commits,
+            r.conflicts,
+            r.abandoned,
+            r.unknown
+        )?;
+        writeln!(
+            f,
+            "  expire: catalog lists {} snapshot(s), expired {}; table versions {} found, {} retained",
+            self.expire.listed,
+            self.expire.expired.len(),
+            o.versions,
+            o.versions_retained
+        )?;
+        let orphan_bytes: u64 = o.orphans.iter().map(|x| x.size).sum();
+        write!(
+            f,
+            "  orphans: {} object(s) listed, {} referenced, {} orphan(s) ({} bytes) older than the grace, {} deleted, {} younger left alone",
+            o.objects,
+            o.referenced,
+            o.orphans.len(),
+            orphan_bytes,
+            o.deleted,
+            o.too_young
+        )
+    }
+}
+
+/// Runs maintenance on `options.table` (or every table of the namespace).
+pub async fn maintain(
+    config: &Config,
+    options: &MaintainOptions,
+) -> Result<Vec<TableReport>, MaintainError> {
+    let settings = crate::catalog_settings(config)?;
+    let catalog = LakeCatalog::connect(&settings).await?;
+    let tables = match &options.table {
+        Some(table) => vec![table.clone()],
+        None => catalog.list_tables().await?,
+    };
+    let mut reports = Vec::new();
+    for table in tables {
+        reports.push(maintain_table(&catalog, &config.maintenance, &table, options.dry_run).await?);
+    }
+    Ok(reports)
+}
+
+/// The three steps on one table.
+pub async fn maintain_table(
+    catalog: &LakeCatalog,
+    settings: &MaintenanceConfig,
+    table: &str,
+    dry_run: bool,
+) -> Result<TableReport, MaintainError> {
+    // A clear error for a wrong name, before anything else.
+    if let Err(e) = catalog.load_table(table).await {
+        return Err(match e {
+            tlake_catalog::Error::Iceberg(ref i) if i.kind() == ErrorKind::TableNotFound => {
+                MaintainError::NoSuchTable {
+                    namespace: catalog.namespace().to_url_string(),
+                    table: table.to_owned(),
+                }
+            }
+            e => e.into(),
+        });
+    }
+    let rewrite = rewrite_small_files(catalog, settings, table, dry_run).await?;
+    let retention = Retention {
+        max_age: Duration::from_millis(settings.snapshot_max_age_ms),
+        keep_last: settings.keep_snapshots,
+    };
+    let expire = catalog.expire_snapshots(table, retention, dry_run).await?;
+    let orphans = catalog
+        .remove_orphans(
+            table,
+            OrphanPolicy {
+                retention,
+                grace: Duration::from_millis(settings.orphan_grace_ms),
+                dry_run,
+            },
+        )
+        .await?;
+    Ok(TableReport {
+        table: table.to_owned(),
+        dry_run,
+        rewrite,
+        expire,
+        orphans,
+    })
+}
+
+/// Step 1 on one table: every group [`plan_rewrites`] finds, one replace
+/// commit each.
+pub async fn rewrite_small_files(
+    catalog: &LakeCatalog,
+    settings: &MaintenanceConfig,
+    table: &str,
+    dry_run: bool,
+) -> Result<RewriteReport, MaintainError> {
+    let mut loaded = catalog.load_table(table).await?;
+    let files = live_data_files(&loaded).await?;
+    let groups = plan_rewrites(
+        &files,
+        loaded.metadata().default_partition_spec_id(),
+        settings,
+    );
+    let mut report = RewriteReport {
+        groups: groups.len(),
+        ..Default::default()
+    };
+    for group in groups {
+        if dry_run {
+            report.files_before += group.files.len();
+            report.bytes_before += group.bytes();
+            report.rows += group.rows();
+            continue;
+        }
+        let written = rewrite_group(&loaded, &group, settings.target_file_bytes).await?;
+        match catalog
+            .replace_files(&loaded, &group.files, &written.files)
+            .await?
+        {
+            ReplaceOutcome::Committed { conflicts, .. } => {
+                report.commits += 1;
+                report.conflicts += conflicts;
+                report.files_before += group.files.len();
+                report.bytes_before += group.bytes();
+                report.files_after += written.files.len();
+                report.bytes_after += written.bytes;
+                report.rows += written.rows;
+            }
+            ReplaceOutcome::Abandoned { reason } => {
+                tracing::warn!(table, %reason, "rewrite abandoned; its files are left to orphan cleanup");
+                report.abandoned += 1;
+            }
+            ReplaceOutcome::Unknown => {
+                tracing::warn!(
+                    table,
+                    "rewrite commit outcome unknown; the next run reconciles"
+                );
+                report.unknown += 1;
+            }
+        }
+        loaded = catalog.load_table(table).await?;
+    }
+    Ok(report)
+}
+
+/// Groups of small files worth rewriting: live files of the default spec
+/// below `small_file_bytes`, by partition, cut into chunks of at most
+/// `max_rewrite_bytes`, each with at least `min_files` files. Deterministic
+/// (files by path, groups by their first path).
+pub fn plan_rewrites(
+    files: &[LiveFile],
+    default_spec_id: i32,
+    settings: &MaintenanceConfig,
+) -> Vec<RewriteGroup> {
+    let mut by_partition: HashMap<&Struct, Vec<&DataFile>> = HashMap::new();
+    for file in files {
+        let f = &file.data_file;
+        if file.partition_spec_id == default_spec_id
+            && f.file_size_in_bytes() < settings.small_file_bytes
+        {
+            by_partition.entry(f.partition()).or_default().push(f);
+        }
+    }
+    let mut groups = Vec::new();
+    for (partition, mut small) in by_partition {
+        small.sort_by(|a, b| a.file_path().cmp(b.file_path()));
+        let mut chunk: Vec<DataFile> = Vec::new();
+        let mut bytes = 0u64;
+        for file in small {
+            if !chunk.is_empty() && bytes + file.file_size_in_bytes() > settings.max_rewrite_bytes {
+                groups.push(RewriteGroup {
+                    partition: partition.clone(),
+                    files: std::mem::take(&mut chunk),
+                });
+                bytes = 0;
+            }
+            bytes += file.file_size_in_bytes();
+            chunk.push(file.clone());
+        }
+        groups.push(RewriteGroup {
+            partition: partition.clone(),
+            files: chunk,
+        });
+    }
+    groups.retain(|g| g.files.len() >= settings.min_files);
+    groups.sort_by(|a, b| a.files[0].file_path().cmp(b.files[0].file_path()));
+    groups
+}
+
+/// Reads `group`'s files, sorts the rows, and writes them as new data files
+/// (not committed). Fails if the rows read are not the rows the manifests list.
+pub async fn rewrite_group(
+    table: &Table,
+    group: &RewriteGroup,
+    target_file_bytes: u64,
+) -> Result<Written, MaintainError> {
+    let name = table.identifier().to_string();
+    let batches = read_files(table, &group.files).await?;
+    let read: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    if read != group.rows() {
+        return Err(MaintainError::Rewrite {
+            table: name,
+            reason: format!(
+                "read {read} rows but the manifests list {} for {} files",
+                group.rows(),
+                group.files.len()
+            ),
+        });
+    }
+    let sorted = sort_rows(&batches).map_err(|reason| MaintainError::Rewrite {
+        table: name.clone(),
+        reason,
+    })?;
+    let id = format!("rewrite-{}", uuid::Uuid::now_v7());
+    let written = write_files(table, &sorted, &id, target_file_bytes).await?;
+    if written.rows != read {
+        return Err(MaintainError::Rewrite {
+            table: name,
+            reason: format!("wrote {} rows of {read}", written.rows),
+        });
+    }
+    Ok(written)
+}
+
+/// Every row of `files`, in the table's current schema, through
+/// iceberg-rust's Arrow reader (field ids, evolution) with one hand-made
+/// scan task per file.
+pub async fn read_files(
+    table: &Table,
+    files: &[DataFile],
+) -> Result<Vec<RecordBatch>, MaintainError> {
+    let schema = table.metadata().current_schema().clone();
+    let field_ids: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
+    let reader = table
+        .reader_builder()
+        .with_row_group_filtering_enabled(false)
+        .build();
+    let per_file = futures::stream::iter(files.iter())
+        .map(|file| {
+            let reader = reader.clone();
+            let task = FileScanTask::builder()
+                .with_file_size_in_bytes(file.file_size_in_bytes())
+                .with_start(0)
+                .with_length(file.file_size_in_bytes())
+                .with_record_count(Some(file.record_count()))
+                .with_data_file_path(file.file_path().to_owned())
+                .with_data_file_format(DataFileFormat::Parquet)
+                .with_schema(schema.clone())
+                .with_project_field_ids(field_ids.clone())
+                .with_case_sensitive(true)
+                .build();
+            let path = file.file_path().to_owned();
+            async move {
+                let read = async {
+                    reader
+                        .read(futures::stream::once(async { Ok(task) }).boxed())?
+                        .stream()
+                        .try_collect::<Vec<_>>()
+                        .await
+                };
+                read.await.map_err(|e| MaintainError::Rewrite {
+                    table: table.identifier().to_string(),
+                    reason: format!("reading {path}: {e}"),
+                })
+            }
+        })
+        .buffered(READ_CONCURRENCY);
+    let per_file: Vec<Vec<RecordBatch>> = per_file.try_collect().await?;
+    Ok(per_file.into_iter().flatten().collect())
+}
+
+/// The rows of `batches` ordered by (service, event_time), nulls first —
+/// the table's sort order — in batches of at most [`SORTED_BATCH_ROWS`].
+/// Tables without those columns (dead letters) keep their order.
+pub fn sort_rows(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, String> {
+    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let schema = first.schema();
+    if batches.iter().any(|b| b.schema() != schema) {
+        return Err("the files read do not share one schema".into());
+    }
+    let keys = batches
+        .iter()
+        .map(|b| {
+            let service = b.column_by_name(SERVICE)?.as_string_opt::<i32>()?;
+            let time = b
+                .column_by_name(EVENT_TIME)?
+                .as_primitive_opt::<TimestampMicrosecondType>()?;
+            Some((service, time))
+        })
+        .collect::<Option<Vec<_>>>();
+    let mut order: Vec<(usize, usize)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
+        .collect();
+    if let Some(keys) = &keys {
+        let key = |&(b, r): &(usize, usize)| {
+            let (service, time) = keys[b];
+            (
+                service.is_valid(r).then(|| service.value(r)),
+                time.is_valid(r).then(|| time.value(r)),
+            )
+        };
+        order.sort_by(|x, y| key(x).cmp(&key(y)));
+    }
+    order
+        .chunks(SORTED_BATCH_ROWS)
+        .map(|chunk| {
+            arrow_select::interleave::interleave_record_batch(&batches, chunk)
+                .map_err(|e| format!("gathering sorted rows: {e}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use iceberg::spec::{DataContentType, DataFileBuilder, Literal};
+
+    use super::*;
+
+    fn batch(services: &[Option<&str>], times: &[i64], ids: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(SERVICE, DataType::Utf8, true),
+            Field::new(
+                EVENT_TIME,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                false,
+            ),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(StringArray::from(services.to_vec())),
+                Arc::new(TimestampMicrosecondArray::from(times.to_vec()).with_timezone("+00:00")),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn rows_are_sorted_by_service_then_time_across_batches() {
+        let a = batch(&[Some("s"), Some("c"), None], &[5, 9, 7], &[1, 2, 3]);
+        let b = batch(&[Some("c"), Some("s")], &[1, 2], &[4, 5]);
+        let sorted = sort_rows(&[a, b]).expect("sort");
+        assert_eq!(sorted.len(), 1);
+        let ids = sorted[0]
+            .column(0)
+            .as_primitive::<arrow_array::types::Int64Type>();
+        // null service first, then c@1, c@9, s@2, s@5.
+        assert_eq!(ids.values().to_vec(), vec![3, 4, 2, 5, 1]);
+    }
+
+    #[test]
+    fn tables_without_sort_columns_keep_their_order() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let b = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![3, 1, 2]))])
+            .expect("batch");
+        let out = sort_rows(std::slice::from_ref(&b)).expect("sort");
+        assert_eq!(out, vec![b]);
+        assert!(sort_rows(&[]).expect("empty").is_empty());
+    }
+
+    fn file(path: &str, day: i32, size: u64, spec: i32) -> LiveFile {
+        LiveFile {
+            data_file: DataFileBuilder::default()
+                .content(DataContentType::Data)
+                .file_path(path.to_owned())
+                .file_format(DataFileFormat::Parquet)
+                .partition(Struct::from_iter([Some(Literal::int(day))]))
+                .record_count(10)
+                .file_size_in_bytes(size)
+                .partition_spec_id(spec)
+                .build()
+                .expect("data file"),
+            partition_spec_id: spec,
+        }
+    }
+
+    fn settings() -> MaintenanceConfig {
+        MaintenanceConfig {
+            small_file_bytes: 100,
+            min_files: 2,
+            target_file_bytes: 1 << 20,
+            max_rewrite_bytes: 250,
+            ..MaintenanceConfig::default()
+        }
+    }
+
+    fn paths(groups: &[RewriteGroup]) -> Vec<Vec<&str>> {
+        groups
+            .iter()
+            .map(|g| g.files.iter().map(|f| f.file_path()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn only_partitions_with_enough_small_files_are_rewritten() {
+        let files = [
+            file("d1/b", 1, 50, 0),
+            file("d1/a", 1, 50, 0),
+            file("d1/big", 1, 500, 0), // not small
+            file("d2/a", 2, 50, 0),    // alone in its partition
+            file("d2/old", 2, 50, 7),  // another spec
+            file("d3/a", 3, 99, 0),
+            file("d3/b", 3, 99, 0),
+        ];
+        let groups = plan_rewrites(&files, 0, &settings());
+        assert_eq!(
+            paths(&groups),
+            vec![vec!["d1/a", "d1/b"], vec!["d3/a", "d3/b"]]
+        );
+        assert_eq!(groups[0].bytes(), 100);
+        assert_eq!(groups[0].rows(), 20);
+    }
+
+    #[test]
+    fn large_partitions_are_cut_at_the_rewrite_bound() {
+        let files: Vec<LiveFile> = (0..7).map(|i| file(&format!("d1/{i}"), 1, 90, 0)).collect();
+        // 250 bytes per group: 2 files each; the last single file is left.
+        let groups = plan_rewrites(&files, 0, &settings());
+        assert_eq!(
+            paths(&groups),
+            vec![
+                vec!["d1/0", "d1/1"],
+                vec!["d1/2", "d1/3"],
+                vec!["d1/4", "d1/5"]
+            ]
+        );
+    }
+}

@@ -1,0 +1,421 @@
+//! Table maintenance against the real local stack (Kafka, S3 server,
+//! Nessie): small files rewritten by a `replace` commit that keeps every row
+//! once and the Kafka progress unchanged, old table versions expired,
+//! orphans deleted after the grace period, and a compactor append landing
+//! between plan and commit retried without a duplicate.
+
+use std::time::Duration;
+
+use arrow_array::Array;
+use arrow_array::cast::AsArray;
+use tlake_catalog::LakeCatalog;
+use tlake_catalog::maintenance::{ReplaceOutcome, Retention, live_data_files};
+use tlake_compactor::config::MaintenanceConfig;
+use tlake_compactor::maintain::{plan_rewrites, read_files, rewrite_group};
+use tlake_tests::assert_no_loss_no_dup;
+use tlake_tests::compactor::{Compactor, CompactorOptions, MaintainRun, maintain};
+use tlake_tests::flow::Flow;
+use tlake_tests::lake::{catalog, duckdb_csv, scan_event_ids, wait_for_rows};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A flow whose table holds many small files: `rounds` flushes of `per_round` events.
+async fn small_files(name: &str, rounds: usize, per_round: usize) -> (Flow, CompactorOptions) {
+    let mut flow = Flow::new(name, 2).await;
+    let mut options = CompactorOptions::new(&flow.stack.kafka_brokers, &flow.topic);
+    options.max_latency_ms = 200;
+    let mut compactor = Compactor::start(&options);
+    let catalog = catalog().await;
+    for _ in 0..rounds {
+        flow.send(per_round, per_round / 2).await;
+        let n = flow.ledger.len();
+        wait_for_rows(&catalog, &flow.stream, n, WAIT).await;
+    }
+    compactor.sigterm();
+    let status = compactor.wait(Duration::from_secs(60)).expect("exits");
+    assert!(status.success(), "{}", compactor.log());
+    (flow, options)
+}
+
+fn assert_ok(run: &MaintainRun) {
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+}
+
+async fn data_files(
+    catalog: &LakeCatalog,
+    table: &str,
+) -> Vec<tlake_catalog::iceberg::spec::DataFile> {
+    let table = catalog.load_table(table).await.expect("load");
+    live_data_files(&table)
+        .await
+        .expect("live files")
+        .into_iter()
+        .map(|f| f.data_file)
+        .collect()
+}
+
+fn duckdb_counts(table: &str) -> Vec<Vec<String>> {
+    duckdb_csv(&format!(
+        "SELECT count(*), count(DISTINCT event_id) FROM telemetrylake.logs.\"{table}\""
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_files_are_rewritten_sorted_with_rows_and_progress_unchanged() {
+    let (mut flow, options) = small_files("rewrite", 6, 300).await;
+    let catalog = catalog().await;
+    let n = flow.ledger.len();
+    let before = data_files(&catalog, &flow.stream).await;
+    let progress_before = catalog.progress(&flow.stream).await.expect("progress");
+    assert!(before.len() >= 6, "{} files", before.len());
+
+    // A dry run changes nothing.
+    let dry = maintain(&options, "", &["--table", &flow.stream, "--dry-run"]);
+    assert_ok(&dry);
+    assert!(dry.stdout.contains("(dry run)"), "{}", dry.stdout);
+    assert_eq!(data_files(&catalog, &flow.stream).await.len(), before.len());
+
+    let run = maintain(&options, "", &["--table", &flow.stream]);
+    assert_ok(&run);
+    eprintln!("{}", run.stdout);
+    let after = data_files(&catalog, &flow.stream).await;
+    let bytes = |files: &[tlake_catalog::iceberg::spec::DataFile]| {
+        files.iter().map(|f| f.file_size_in_bytes()).sum::<u64>()
+    };
+    eprintln!(
+        "files {} -> {}, bytes {} -> {}",
+        before.len(),
+        after.len(),
+        bytes(&before),
+        bytes(&after)
+    );
+    assert!(
+        after.len() < before.len(),
+        "{} -> {}",
+        before.len(),
+        after.len()
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("files {} -> {}", before.len(), after.len())),
+        "{}",
+        run.stdout
+    );
+
+    // Every row once, by iceberg-rust and by DuckDB.
+    let ids = scan_event_ids(&catalog, &flow.stream).await;
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
+    assert_eq!(
+        duckdb_counts(&flow.stream),
+        vec![vec![n.to_string(), n.to_string()]]
+    );
+
+    // Progress is carried forward unchanged.
+    let progress_after = catalog.progress(&flow.stream).await.expect("progress");
+    assert_ne!(progress_after.snapshot_id, progress_before.snapshot_id);
+    assert_eq!(progress_after.offsets, progress_before.offsets);
+    assert_eq!(
+        progress_after.newest_event_time_us,
+        progress_before.newest_event_time_us
+    );
+
+    // Rewritten files are sorted by (service, event_time).
+    let table = catalog.load_table(&flow.stream).await.expect("load");
+    let rewritten: Vec<_> = after
+        .iter()
+        .filter(|f| f.file_path().contains("/rewrite-"))
+        .cloned()
+        .collect();
+    assert!(!rewritten.is_empty());
+    for file in &rewritten {
+        let batches = read_files(&table, std::slice::from_ref(file))
+            .await
+            .expect("read");
+        let mut keys = Vec::new();
+        for b in &batches {
+            let service = b
+                .column_by_name("service")
+                .expect("service")
+                .as_string::<i32>();
+            let time = b
+                .column_by_name("event_time")
+                .expect("event_time")
+                .as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                keys.push((
+                    service.is_valid(i).then(|| service.value(i).to_owned()),
+                    time.value(i),
+                ));
+            }
+        }
+        assert!(keys.is_sorted(), "{} is not sorted", file.file_path());
+    }
+
+    // The compactor goes on from the carried-forward offsets: no re-read, no loss.
+    let _compactor = Compactor::start(&options);
+    flow.send(200, 100).await;
+    let ids = wait_for_rows(&catalog, &flow.stream, flow.ledger.len(), WAIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids_after = scan_event_ids(&catalog, &flow.stream).await;
+    assert_eq!(ids.len(), ids_after.len());
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids_after, true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_versions_expire_and_orphans_past_the_grace_are_deleted() {
+    let (flow, options) = small_files("orphans", 4, 200).await;
+    let catalog = catalog().await;
+    let n = flow.ledger.len();
+    let table = catalog.load_table(&flow.stream).await.expect("load");
+    let location = table.metadata().location().trim_end_matches('/').to_owned();
+    let io = table.file_io().clone();
+    // What a crashed flush leaves: a data file and a manifest nobody references.
+    let stray_data = format!("{location}/data/event_day=2020-01-01/crashed-00000.parquet");
+    let stray_manifest = format!("{location}/metadata/crashed-m0.avro");
+    for path in [&stray_data, &stray_manifest] {
+        io.new_output(path)
+            .expect("output")
+            .write(b"left by a crash".to_vec().into())
+            .await
+            .expect("write stray");
+    }
+    let referenced_before = data_files(&catalog, &flow.stream).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // In-flight: younger than the grace, must survive.
+    let young = format!("{location}/data/event_day=2020-01-01/in-flight-00000.parquet");
+    io.new_output(&young)
+        .expect("output")
+        .write(b"being committed".to_vec().into())
+        .await
+        .expect("write young");
+
+    let settings = "keep_snapshots = 1\nsnapshot_max_age_ms = 0\norphan_grace_ms = 2000\n";
+    let dry = maintain(&options, settings, &["--table", &flow.stream, "--dry-run"]);
+    assert_ok(&dry);
+    assert!(
+        io.exists(&stray_data).await.expect("exists"),
+        "a dry run deletes nothing"
+    );
+
+    let run = maintain(&options, settings, &["--table", &flow.stream]);
+    assert_ok(&run);
+    eprintln!("{}", run.stdout);
+    assert!(
+        !io.exists(&stray_data).await.expect("exists"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !io.exists(&stray_manifest).await.expect("exists"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        io.exists(&young).await.expect("exists"),
+        "younger than the grace"
+    );
+
+    // The current version and everything it references are untouched.
+    let table = catalog.load_table(&flow.stream).await.expect("load");
+    let current = table
+        .metadata_location()
+        .expect("metadata location")
+        .to_owned();
+    assert!(io.exists(&current).await.expect("exists"));
+    let live: Vec<String> = data_files(&catalog, &flow.stream)
+        .await
+        .iter()
+        .map(|f| f.file_path().to_owned())
+        .collect();
+    for path in &live {
+        assert!(io.exists(path).await.expect("exists"), "{path}");
+    }
+    // The small files the rewrite replaced went with the expired versions.
+    let replaced: Vec<_> = referenced_before
+        .iter()
+        .filter(|f| !live.iter().any(|p| p == f.file_path()))
+        .collect();
+    assert!(!replaced.is_empty(), "{}", run.stdout);
+    for file in replaced {
+        assert!(
+            !io.exists(file.file_path()).await.expect("exists"),
+            "{}",
+            file.file_path()
+        );
+    }
+    let ids = scan_event_ids(&catalog, &flow.stream).await;
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
+    assert_eq!(
+        duckdb_counts(&flow.stream),
+        vec![vec![n.to_string(), n.to_string()]]
+    );
+
+    // Only the newest version is left (keep_snapshots = 1, age 0).
+    let again = maintain(&options, settings, &["--table", &flow.stream, "--dry-run"]);
+    assert_ok(&again);
+    assert!(
+        again.stdout.contains("table versions 1 found, 1 retained"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_between_plan_and_commit_is_retried_without_duplicates() {
+    let mut flow = Flow::new("race", 2).await;
+    let mut options = CompactorOptions::new(&flow.stack.kafka_brokers, &flow.topic);
+    options.max_latency_ms = 200;
+    let _compactor = Compactor::start(&options);
+    let catalog = catalog().await;
+    for _ in 0..4 {
+        flow.send(200, 100).await;
+        wait_for_rows(&catalog, &flow.stream, flow.ledger.len(), WAIT).await;
+    }
+    // Plan and write the rewrite on the table as it is now ...
+    let planned = catalog.load_table(&flow.stream).await.expect("load");
+    let files = live_data_files(&planned).await.expect("files");
+    let settings = MaintenanceConfig::default();
+    let groups = plan_rewrites(
+        &files,
+        planned.metadata().default_partition_spec_id(),
+        &settings,
+    );
+    assert!(!groups.is_empty(), "{} files", files.len());
+    let group = &groups[0];
+    let written = rewrite_group(&planned, group, settings.target_file_bytes)
+        .await
+        .expect("rewrite");
+    // ... then the compactor appends before the replace commits.
+    flow.send(300, 100).await;
+    wait_for_rows(&catalog, &flow.stream, flow.ledger.len(), WAIT).await;
+    let progress = catalog.progress(&flow.stream).await.expect("progress");
+    assert_ne!(
+        progress.snapshot_id,
+        planned.metadata().current_snapshot_id()
+    );
+
+    let outcome = catalog
+        .replace_files(&planned, &group.files, &written.files)
+        .await
+        .expect("replace");
+    match outcome {
+        ReplaceOutcome::Committed { conflicts, .. } => assert!(conflicts >= 1, "{outcome:?}"),
+        other => panic!("expected Committed after a conflict, got {other:?}"),
+    }
+    // The append survived, nothing doubled, and progress is the append's.
+    let ids = scan_event_ids(&catalog, &flow.stream).await;
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
+    let after = catalog.progress(&flow.stream).await.expect("progress");
+    // The compactor may have committed again meanwhile; offsets never go back.
+    for (topic, parts) in &progress.offsets {
+        for (p, o) in parts {
+            assert!(after.offsets[topic][p] >= *o);
+        }
+    }
+
+    // The same files replaced again (a second maintenance run that planned on
+    // the old table): they are gone, so nothing is committed.
+    let again = rewrite_group(&planned, group, settings.target_file_bytes)
+        .await
+        .expect("rewrite");
+    let outcome = catalog
+        .replace_files(&planned, &group.files, &again.files)
+        .await
+        .expect("replace");
+    assert!(
+        matches!(outcome, ReplaceOutcome::Abandoned { .. }),
+        "{outcome:?}"
+    );
+    let ids = scan_event_ids(&catalog, &flow.stream).await;
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nessie_refuses_remove_snapshots_and_expiry_says_so() {
+    use std::collections::BTreeMap;
+    use tlake_catalog::{CommitOutcome, CommitRequest, Error, TableKind};
+
+    let catalog = catalog().await;
+    let table = tlake_tests::lake::unique_stream("expire");
+    catalog
+        .ensure_table(&table, TableKind::Logs)
+        .await
+        .expect("create");
+    let mut first = None;
+    for (i, next) in [10, 20].into_iter().enumerate() {
+        let request = CommitRequest {
+            table: table.clone(),
+            expected: BTreeMap::from([(
+                "t".to_owned(),
+                BTreeMap::from([(0, (i > 0).then_some(10))]),
+            )]),
+            next: BTreeMap::from([("t".to_owned(), BTreeMap::from([(0, next)]))]),
+            files: Vec::new(),
+            commit_id: uuid::Uuid::now_v7(),
+            writer_epoch: 1,
+            max_event_time_us: None,
+        };
+        let CommitOutcome::Committed(id) = catalog.commit(&request).await.expect("commit") else {
+            panic!("commit must land");
+        };
+        first.get_or_insert(id);
+    }
+    let loaded = catalog.load_table(&table).await.expect("load");
+    // Nessie lists only the current snapshot: nothing for remove-snapshots to do.
+    assert_eq!(loaded.metadata().snapshots().len(), 1);
+    let report = catalog
+        .expire_snapshots(
+            &table,
+            Retention {
+                max_age: Duration::ZERO,
+                keep_last: 1,
+            },
+            false,
+        )
+        .await
+        .expect("expire");
+    assert_eq!((report.listed, report.expired.len()), (1, 0));
+    // And asked anyway, it refuses, clearly and for good.
+    match catalog
+        .remove_snapshots(&loaded, &[first.expect("first snapshot")])
+        .await
+    {
+        Err(e @ Error::Refused { .. }) => {
+            assert!(!e.retryable());
+            assert!(
+                e.to_string()
+                    .contains("does not allow external snapshot management"),
+                "{e}"
+            );
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_tables_and_bad_settings_are_refused_with_clear_errors() {
+    let stack = tlake_tests::stack::Stack::get();
+    let options = CompactorOptions::new(&stack.kafka_brokers, "unused-topic");
+    let missing = tlake_tests::lake::unique_stream("missing");
+    let run = maintain(&options, "", &["--table", &missing]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("logs.{missing} does not exist")),
+        "{}",
+        run.stderr
+    );
+    let run = maintain(&options, "", &["--table", "Not A Table"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--table"), "{}", run.stderr);
+    let run = maintain(&options, "min_files = 1", &["--table", &missing]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("maintenance.min_files"),
+        "{}",
+        run.stderr
+    );
+    let run = maintain(&options, "grace = 1", &[]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("grace"), "{}", run.stderr);
+}
