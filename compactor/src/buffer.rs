@@ -1,25 +1,35 @@
-//! buffer: rows waiting to be flushed, and the flush query that runs in
-//! DuckDB: drop ids already committed within a bounded recent window, keep
-//! the first row of each event id, sort by (service, event_time).
+//! buffer: records waiting to be flushed, per table; which events a flush
+//! writes (the first copy of each event id, none committed recently) and in
+//! which order (day, service, event_time), decided by a sort in DuckDB.
 //!
-//! The decoded Arrow rows stay in memory as they are; only the columns the
-//! query needs (row index, event id, service, event time) are appended to an
-//! in-memory DuckDB table. The query returns row indices in output order and
-//! the rows are gathered with Arrow's `interleave`. This keeps DuckDB's table
-//! storage (string heaps, statistics) off the wide columns — bodies and
-//! attribute maps — which profiling showed to be most of the flush cost.
+//! What is kept: the records' encoded bytes in a reused [`Arena`], and one
+//! small fixed-width key row per event — (row, day, service number, event
+//! time) — appended to an in-memory DuckDB table in chunks. The flush query
+//! returns row numbers in output order, and only then are those events
+//! turned into Arrow rows ([`crate::rows`]), once, directly in the table's
+//! layout. Duplicate ids are dropped on arrival against a hash set of the
+//! ids buffered and those of the last committed flushes ([`SeenIds`]).
+//!
+//! Profiling showed why: the earlier shapes — whole rows in DuckDB (~70K
+//! events per CPU-second), then every event decoded to Arrow on arrival and
+//! gathered at the end (~170K), and DuckDB grouping by id for dedup and
+//! anti-joining a window that grows with every flush — spent most of their
+//! time allocating, copying and hashing.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
-use arrow_array::{Int64Array, RecordBatch};
-use arrow_schema::{ArrowError, DataType, Field, Schema};
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{FixedSizeBinaryArray, Int32Array, Int64Array, RecordBatch};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use duckdb::Connection;
 
-use crate::decode::buffer_schema;
+use crate::decode::{EventKey, RecordInfo, Scanned};
+use crate::rows::Rows;
+use crate::write::Part;
 
 /// Failure inside DuckDB or Arrow (a bug or out of memory; not retryable).
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +40,9 @@ pub enum BufferError {
     /// From Arrow.
     #[error("Arrow buffer: {0}")]
     Arrow(#[from] ArrowError),
+    /// A buffered event did not turn into a row (a bug: it was validated).
+    #[error("building rows: {0}")]
+    Rows(String),
 }
 
 /// Counters of one table's buffer.
@@ -45,14 +58,87 @@ pub struct TableStats {
     pub max_event_time_us: Option<i64>,
 }
 
+/// Bytes of buffered records: fixed-size chunks that are kept across
+/// flushes, so a steady stream reuses memory instead of growing (copying)
+/// one vector and page-faulting fresh memory on every flush.
+#[derive(Debug, Default)]
+struct Arena {
+    chunks: Vec<Vec<u8>>,
+    /// Chunks in use; the last of them takes new bytes.
+    used: usize,
+}
+
+const ARENA_CHUNK: usize = 32 << 20;
+
+impl Arena {
+    /// Stores `bytes`; returns where (chunk number × 2^32 + offset).
+    fn push(&mut self, bytes: &[u8]) -> u64 {
+        let fits = |c: &Vec<u8>| c.capacity() - c.len() >= bytes.len();
+        if self.used == 0 || !fits(&self.chunks[self.used - 1]) {
+            // The next kept chunk if it is big enough, else a new one.
+            match self.chunks.get_mut(self.used) {
+                Some(c) if c.capacity() >= bytes.len() => c.clear(),
+                _ => self
+                    .chunks
+                    .insert(self.used, Vec::with_capacity(ARENA_CHUNK.max(bytes.len()))),
+            }
+            self.used += 1;
+        }
+        let chunk = &mut self.chunks[self.used - 1];
+        let at = chunk.len();
+        chunk.extend_from_slice(bytes);
+        (((self.used - 1) as u64) << 32) | at as u64
+    }
+
+    fn get(&self, at: u64, len: usize) -> Option<&[u8]> {
+        let (chunk, offset) = ((at >> 32) as usize, (at & 0xffff_ffff) as usize);
+        self.chunks.get(chunk)?.get(offset..offset + len)
+    }
+
+    /// Forgets the bytes, keeping the chunks.
+    fn clear(&mut self) {
+        for c in &mut self.chunks[..self.used] {
+            c.clear();
+        }
+        self.used = 0;
+    }
+}
+
+/// One buffered event.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    record: u32,
+    start: u64,
+    len: u32,
+    time_us: i64,
+}
+
+/// Key rows not yet appended to DuckDB.
+#[derive(Debug, Default)]
+struct PendingKeys {
+    idx: Vec<i64>,
+    day: Vec<i32>,
+    service: Vec<i32>,
+    time: Vec<i64>,
+}
+
+/// Key rows are handed to DuckDB in chunks of this many.
+const KEY_CHUNK: usize = 1 << 16;
+/// Rows per output batch.
+const OUT_ROWS: usize = 1 << 16;
+const DAY_US: i64 = 86_400_000_000;
+
 #[derive(Debug)]
 struct TableBuffer {
     sql_name: String,
     stats: TableStats,
-    /// Buffered rows in arrival order; row `i` overall has DuckDB `idx = i`.
-    batches: Vec<RecordBatch>,
-    next_idx: i64,
-    flushes: i64,
+    arena: Arena,
+    records: Vec<RecordInfo>,
+    rows: Vec<Row>,
+    pending: PendingKeys,
+    /// service name → its number in `<sql_name>_svc` (0 is no service).
+    services: HashMap<String, i32>,
+    seen: SeenIds,
 }
 
 /// All buffers of one compactor.
@@ -60,98 +146,122 @@ struct TableBuffer {
 pub struct Buffers {
     db: Connection,
     tables: HashMap<String, TableBuffer>,
-    dedup_window_flushes: i64,
+    window_flushes: usize,
+    window_ids: usize,
 }
 
 fn key_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("idx", DataType::Int64, false),
-        Field::new("event_id", DataType::FixedSizeBinary(16), false),
-        Field::new("service", DataType::Utf8, true),
-        Field::new(
-            "event_time",
-            buffer_schema()
-                .field_with_name("event_time")
-                .expect("event_time")
-                .data_type()
-                .clone(),
-            false,
-        ),
+        Field::new("day", DataType::Int32, false),
+        Field::new("svc", DataType::Int32, false),
+        Field::new("event_time", DataType::Int64, false),
     ]))
 }
 
 impl Buffers {
-    /// An empty in-memory DuckDB.
-    pub fn new(dedup_window_flushes: u32) -> Result<Self, BufferError> {
+    /// An empty in-memory DuckDB; duplicates are dropped against the ids
+    /// of the last `window_flushes` committed flushes, at most `window_ids`.
+    pub fn new(window_flushes: u32, window_ids: usize) -> Result<Self, BufferError> {
         let db = Connection::open_in_memory()?;
         Ok(Self {
             db,
             tables: HashMap::new(),
-            dedup_window_flushes: i64::from(dedup_window_flushes.max(1)),
+            window_flushes: window_flushes as usize,
+            window_ids,
         })
     }
 
     fn table(&mut self, table: &str) -> Result<&mut TableBuffer, BufferError> {
         if !self.tables.contains_key(table) {
-            let sql_name = format!("buf_{}", self.tables.len());
+            let b = format!("buf_{}", self.tables.len());
             self.db.execute_batch(&format!(
-                "CREATE TABLE {sql_name} (idx BIGINT NOT NULL, event_id BLOB NOT NULL, \
-                 service VARCHAR, event_time TIMESTAMP NOT NULL);\n\
-                 CREATE TABLE {sql_name}_recent (event_id BLOB NOT NULL, flush BIGINT NOT NULL);"
+                "CREATE TABLE {b} (idx BIGINT NOT NULL, day INTEGER NOT NULL, \
+                 svc INTEGER NOT NULL, event_time BIGINT NOT NULL);\n\
+                 CREATE TABLE {b}_svc (id INTEGER NOT NULL, name VARCHAR);\n\
+                 INSERT INTO {b}_svc VALUES (0, NULL);"
             ))?;
             self.tables.insert(
                 table.to_owned(),
                 TableBuffer {
-                    sql_name,
+                    sql_name: b,
                     stats: TableStats::default(),
-                    batches: Vec::new(),
-                    next_idx: 0,
-                    flushes: 0,
+                    arena: Arena::default(),
+                    records: Vec::new(),
+                    rows: Vec::new(),
+                    pending: PendingKeys::default(),
+                    services: HashMap::new(),
+                    seen: SeenIds::new(),
                 },
             );
         }
         Ok(self.tables.get_mut(table).expect("just inserted"))
     }
 
-    /// Appends decoded rows (in [`buffer_schema`] layout) for `table`.
+    /// Buffers a scanned record whose events are `keys`.
     pub fn append(
         &mut self,
-        table: &str,
-        rows: RecordBatch,
+        record: Scanned<'_>,
+        keys: &[EventKey],
         payload_bytes: u64,
-        max_event_time_us: i64,
     ) -> Result<(), BufferError> {
-        let n = rows.num_rows();
-        if n == 0 {
+        if keys.is_empty() {
             return Ok(());
         }
-        let buffer = self.table(table)?;
-        let idx = Int64Array::from_iter_values(buffer.next_idx..buffer.next_idx + n as i64);
-        buffer.next_idx += n as i64;
-        let column = |name: &str| rows.column_by_name(name).expect("buffer layout").clone();
-        let keys = RecordBatch::try_new(
-            key_schema(),
-            vec![
-                Arc::new(idx),
-                column("event_id"),
-                column("service"),
-                column("event_time"),
-            ],
-        )?;
-        buffer.batches.push(rows);
-        let sql_name = buffer.sql_name.clone();
+        if !self.tables.contains_key(&record.stream) {
+            self.table(&record.stream)?;
+        }
+        let db = &self.db;
+        let buffer = self.tables.get_mut(&record.stream).expect("created above");
+        let service = match &record.info.service {
+            None => 0,
+            Some(name) => match buffer.services.get(name.as_str()) {
+                Some(&n) => n,
+                None => {
+                    let n = i32::try_from(buffer.services.len() + 1).unwrap_or(i32::MAX);
+                    db.execute(
+                        &format!("INSERT INTO {}_svc VALUES (?, ?)", buffer.sql_name),
+                        duckdb::params![n, name],
+                    )?;
+                    buffer.services.insert(name.clone(), n);
+                    n
+                }
+            },
+        };
+        let base = buffer.arena.push(&record.bytes);
+        let record_no = u32::try_from(buffer.records.len()).unwrap_or(u32::MAX);
+        buffer.records.push(record.info);
+        let pending = &mut buffer.pending;
+        for key in keys {
+            if !buffer.seen.insert(key.id) {
+                continue; // a later copy of an id buffered or committed recently
+            }
+            let idx = buffer.rows.len() as i64;
+            buffer.rows.push(Row {
+                record: record_no,
+                start: base + u64::from(key.start),
+                len: key.len,
+                time_us: key.time_us,
+            });
+            pending.idx.push(idx);
+            pending.day.push(key.time_us.div_euclid(DAY_US) as i32);
+            pending.service.push(service);
+            pending.time.push(key.time_us);
+        }
         let stats = &mut buffer.stats;
-        stats.rows += n as u64;
+        stats.rows += keys.len() as u64;
         stats.bytes += payload_bytes;
         stats.oldest.get_or_insert_with(Instant::now);
         stats.max_event_time_us = Some(
             stats
                 .max_event_time_us
-                .map_or(max_event_time_us, |t| t.max(max_event_time_us)),
+                .map_or(record.max_event_time_us, |t| {
+                    t.max(record.max_event_time_us)
+                }),
         );
-        let mut appender = self.db.appender(&sql_name)?;
-        appender.append_record_batch(keys)?;
-        appender.flush()?;
+        if buffer.pending.idx.len() >= KEY_CHUNK {
+            append_keys(db, buffer)?;
+        }
         Ok(())
     }
 
@@ -163,75 +273,77 @@ impl Buffers {
             .map(|(n, b)| (n.as_str(), &b.stats))
     }
 
-    /// The rows to write for `table`: deduplicated (first of each id, none
-    /// already committed recently), sorted by (service, event_time).
-    pub fn flush_rows(&mut self, table: &str) -> Result<Vec<RecordBatch>, BufferError> {
-        let Some(buffer) = self.tables.get(table) else {
+    /// The rows to write for `table` in `target` (the table's Arrow schema):
+    /// deduplicated (first of each id, none already committed recently),
+    /// in parts of one day each, sorted by (service, event_time) within a day.
+    pub fn flush_rows(
+        &mut self,
+        table: &str,
+        target: &SchemaRef,
+    ) -> Result<Vec<Part>, BufferError> {
+        let Some(buffer) = self.tables.get_mut(table) else {
             return Ok(Vec::new());
         };
-        if buffer.batches.is_empty() {
+        if buffer.rows.is_empty() {
             return Ok(Vec::new());
         }
+        append_keys(&self.db, buffer)?;
         let b = &buffer.sql_name;
+        // Sort on integers only: services by the rank of their name.
         let sql = format!(
-            "SELECT idx FROM {b} \
-             WHERE event_id NOT IN (SELECT event_id FROM {b}_recent) \
-             QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY idx) = 1 \
-             ORDER BY service NULLS FIRST, event_time, idx"
+            "WITH ranked AS (SELECT id, row_number() OVER (ORDER BY name NULLS FIRST) AS rank \
+                             FROM {b}_svc) \
+             SELECT k.idx, k.day FROM {b} k JOIN ranked s ON s.id = k.svc \
+             ORDER BY k.day, s.rank, k.event_time, k.idx"
         );
         let mut stmt = self.db.prepare(&sql)?;
         let order: Vec<RecordBatch> = stmt.query_arrow([])?.collect();
-        // Row `idx` lives in the batch whose start is the last one ≤ idx.
-        let mut starts = Vec::with_capacity(buffer.batches.len());
-        let mut start = 0i64;
-        for b in &buffer.batches {
-            starts.push(start);
-            start += b.num_rows() as i64;
-        }
-        let sources: Vec<&RecordBatch> = buffer.batches.iter().collect();
-        // Gather straight from the buffered batches (no concatenated copy),
-        // in output batches of up to 64K rows.
-        const OUT_ROWS: usize = 1 << 16;
+        let arena = &buffer.arena;
         let mut out = Vec::new();
-        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(OUT_ROWS);
-        for chunk in order {
+        let mut rows = Rows::with_capacity(OUT_ROWS);
+        let mut day = None;
+        for chunk in &order {
             let indices = chunk.column(0).as_primitive::<Int64Type>();
-            for &idx in indices.values().iter() {
-                let batch = starts.partition_point(|&s| s <= idx) - 1;
-                picks.push((batch, (idx - starts[batch]) as usize));
-                if picks.len() == OUT_ROWS {
-                    out.push(arrow_select::interleave::interleave_record_batch(
-                        &sources, &picks,
-                    )?);
-                    picks.clear();
+            let days = chunk.column(1).as_primitive::<Int32Type>();
+            for (&idx, &d) in indices.values().iter().zip(days.values()) {
+                if rows.len() == OUT_ROWS || day.is_some_and(|day| day != d) {
+                    let full = std::mem::replace(&mut rows, Rows::with_capacity(OUT_ROWS));
+                    out.push(Part {
+                        day: Some(day.unwrap_or(d)),
+                        rows: full.finish(target).map_err(BufferError::Rows)?,
+                    });
                 }
+                day = Some(d);
+                let row = usize::try_from(idx)
+                    .ok()
+                    .and_then(|i| buffer.rows.get(i))
+                    .ok_or_else(|| BufferError::Rows(format!("no buffered row {idx}")))?;
+                let bytes = arena
+                    .get(row.start, row.len as usize)
+                    .ok_or_else(|| BufferError::Rows(format!("row {idx} outside the arena")))?;
+                let info = &buffer.records[row.record as usize];
+                rows.push(bytes, info, row.time_us)
+                    .map_err(BufferError::Rows)?;
             }
         }
-        if !picks.is_empty() {
-            out.push(arrow_select::interleave::interleave_record_batch(
-                &sources, &picks,
-            )?);
+        if let Some(day) = day.filter(|_| !rows.is_empty()) {
+            out.push(Part {
+                day: Some(day),
+                rows: rows.finish(target).map_err(BufferError::Rows)?,
+            });
         }
         Ok(out)
     }
 
-    /// After a commit: remember the flushed ids (bounded window), empty the buffer.
+    /// After a commit: the flushed ids join the recent window, the buffer empties.
     pub fn committed(&mut self, table: &str) -> Result<(), BufferError> {
-        let window = self.dedup_window_flushes;
         let Some(buffer) = self.tables.get_mut(table) else {
             return Ok(());
         };
-        buffer.flushes += 1;
-        let b = buffer.sql_name.clone();
-        let flush = buffer.flushes;
-        buffer.stats = TableStats::default();
-        buffer.batches.clear();
-        buffer.next_idx = 0;
-        self.db.execute_batch(&format!(
-            "INSERT INTO {b}_recent SELECT DISTINCT event_id, {flush} FROM {b};\n\
-             DELETE FROM {b}_recent WHERE flush <= {flush} - {window};\n\
-             DELETE FROM {b};"
-        ))?;
+        buffer.seen.committed(self.window_flushes, self.window_ids);
+        buffer.reset();
+        self.db
+            .execute_batch(&format!("DELETE FROM {};", buffer.sql_name))?;
         Ok(())
     }
 
@@ -239,28 +351,159 @@ impl Buffers {
     /// read again from Kafka. The recent-id window is kept: those ids are committed.
     pub fn clear(&mut self) -> Result<(), BufferError> {
         for buffer in self.tables.values_mut() {
-            buffer.stats = TableStats::default();
-            buffer.batches.clear();
-            buffer.next_idx = 0;
+            buffer.seen.forget_buffered();
+            buffer.reset();
             self.db
                 .execute_batch(&format!("DELETE FROM {};", buffer.sql_name))?;
         }
         Ok(())
     }
+
+    /// Adds ids committed before this process started (read back from the
+    /// table) to `table`'s recent window, so late copies of them are dropped.
+    pub fn remember(&mut self, table: &str, ids: &FixedSizeBinaryArray) -> Result<(), BufferError> {
+        let buffer = self.table(table)?;
+        buffer.seen.remember(
+            ids.iter()
+                .flatten()
+                .filter_map(|id| <[u8; 16]>::try_from(id).ok()),
+        );
+        Ok(())
+    }
+}
+
+/// Event ids a table's buffer has seen: those buffered now, and those of
+/// the last committed flushes — at most `window_flushes` of them and, past
+/// `window_ids` ids, fewer (oldest forgotten first).
+#[derive(Debug)]
+struct SeenIds {
+    /// id → the flush it belongs to.
+    flush_of: HashMap<[u8; 16], u64>,
+    /// Ids per flush, oldest first; the last entry is the buffer's.
+    flushes: VecDeque<(u64, Vec<[u8; 16]>)>,
+}
+
+impl SeenIds {
+    fn new() -> Self {
+        Self {
+            flush_of: HashMap::new(),
+            flushes: VecDeque::from([(1, Vec::new())]),
+        }
+    }
+
+    fn current(&mut self) -> &mut (u64, Vec<[u8; 16]>) {
+        self.flushes.back_mut().expect("always a current flush")
+    }
+
+    /// Remembers `id` for the buffer; false if it was seen already.
+    fn insert(&mut self, id: [u8; 16]) -> bool {
+        let (flush, ids) = self.flushes.back_mut().expect("always a current flush");
+        match self.flush_of.entry(id) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) => {
+                v.insert(*flush);
+                ids.push(id);
+                true
+            }
+        }
+    }
+
+    /// The buffer was committed: its ids become the newest committed flush.
+    fn committed(&mut self, window_flushes: usize, window_ids: usize) {
+        let next = self.current().0 + 1;
+        self.flushes.push_back((next, Vec::new()));
+        while self.flushes.len() > 1
+            && (self.flushes.len() - 1 > window_flushes || self.flush_of.len() > window_ids)
+        {
+            let (flush, ids) = self.flushes.pop_front().expect("len > 1");
+            for id in ids {
+                if self.flush_of.get(&id) == Some(&flush) {
+                    self.flush_of.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// The buffer was dropped: its ids were not committed.
+    fn forget_buffered(&mut self) {
+        let (flush, ids) = self.flushes.back_mut().expect("always a current flush");
+        for id in ids.drain(..) {
+            if self.flush_of.get(&id) == Some(flush) {
+                self.flush_of.remove(&id);
+            }
+        }
+    }
+
+    /// Ids committed before we started, as the oldest committed flush.
+    fn remember(&mut self, ids: impl Iterator<Item = [u8; 16]>) {
+        let oldest = self.flushes.front().expect("always a flush").0 - 1;
+        let mut kept = Vec::new();
+        for id in ids {
+            if let Entry::Vacant(v) = self.flush_of.entry(id) {
+                v.insert(oldest);
+                kept.push(id);
+            }
+        }
+        self.flushes.push_front((oldest, kept));
+    }
+}
+
+impl TableBuffer {
+    /// Empties the Rust side, keeping its memory for the next flush.
+    fn reset(&mut self) {
+        self.stats = TableStats::default();
+        self.arena.clear();
+        self.records.clear();
+        self.rows.clear();
+        self.pending = PendingKeys::default();
+    }
+}
+
+/// Hands the pending key rows to DuckDB.
+fn append_keys(db: &Connection, buffer: &mut TableBuffer) -> Result<(), BufferError> {
+    let p = &mut buffer.pending;
+    if p.idx.is_empty() {
+        return Ok(());
+    }
+    let keys = RecordBatch::try_new(
+        key_schema(),
+        vec![
+            Arc::new(Int64Array::from(std::mem::take(&mut p.idx))),
+            Arc::new(Int32Array::from(std::mem::take(&mut p.day))),
+            Arc::new(Int32Array::from(std::mem::take(&mut p.service))),
+            Arc::new(Int64Array::from(std::mem::take(&mut p.time))),
+        ],
+    )?;
+    let mut appender = db.appender(&buffer.sql_name)?;
+    appender.append_record_batch(keys)?;
+    appender.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use arrow_array::Array;
+    use std::sync::Arc;
+
     use arrow_array::cast::AsArray;
+    use arrow_array::{Array, FixedSizeBinaryArray};
     use prost::Message as _;
+    use tlake_catalog::TableKind;
+    use tlake_catalog::iceberg::arrow::schema_to_arrow_schema;
     use tlake_proto::v1::{AnyValue, KeyValue, LogBatch, LogEvent, Resource, any_value};
 
     use super::*;
-    use crate::decode::{Origin, decode};
+    use crate::decode::{Origin, scan};
 
-    fn rows(ids: &[u8], service: &str, offset: i64) -> RecordBatch {
-        let batch = LogBatch {
+    const DAY_NS: u64 = 86_400_000_000_000;
+
+    fn target() -> SchemaRef {
+        Arc::new(schema_to_arrow_schema(&TableKind::Logs.schema()).expect("schema"))
+    }
+
+    /// A record of events `ids` from `service`; event `id` happens at
+    /// day 20000 + `id / 100`, `100 - id % 100` seconds in.
+    fn record(ids: &[u8], service: &str) -> Vec<u8> {
+        LogBatch {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
                     key: "service.name".into(),
@@ -273,91 +516,126 @@ mod tests {
                 .iter()
                 .map(|&id| LogEvent {
                     event_id: vec![id; 16].into(),
-                    time_unix_nano: 1_000_000_000 * (100 - u64::from(id)),
+                    time_unix_nano: (20_000 + u64::from(id / 100)) * DAY_NS
+                        + 1_000_000_000 * (100 - u64::from(id % 100)),
                     ..Default::default()
                 })
                 .collect(),
             ..Default::default()
-        };
-        decode(
-            &batch.encode_to_vec(),
-            Origin {
-                partition: 0,
-                offset,
-            },
-        )
-        .expect("decode")
-        .rows
+        }
+        .encode_to_vec()
     }
 
-    fn ids(batches: &[RecordBatch]) -> Vec<u8> {
-        batches
-            .iter()
-            .flat_map(|b| {
-                let col = b
-                    .column_by_name("event_id")
-                    .expect("event_id")
-                    .as_fixed_size_binary()
-                    .clone();
-                (0..col.len())
-                    .map(move |i| col.value(i)[0])
-                    .collect::<Vec<_>>()
+    fn append(buffers: &mut Buffers, ids: &[u8], service: &str) {
+        let payload = record(ids, service);
+        let mut keys = Vec::new();
+        let origin = Origin {
+            partition: 0,
+            offset: 0,
+        };
+        let scanned = scan(&payload, origin, &mut keys).expect("scan");
+        buffers
+            .append(scanned, &keys, payload.len() as u64)
+            .expect("append");
+    }
+
+    fn flush(buffers: &mut Buffers) -> Vec<(Option<i32>, Vec<u8>, Vec<String>)> {
+        buffers
+            .flush_rows("default", &target())
+            .expect("flush")
+            .into_iter()
+            .map(|p| {
+                let ids = p.rows.column_by_name("event_id").expect("id");
+                let ids = ids.as_fixed_size_binary();
+                let services = p.rows.column_by_name("service").expect("service");
+                let services = services.as_string::<i32>();
+                (
+                    p.day,
+                    (0..ids.len()).map(|i| ids.value(i)[0]).collect(),
+                    (0..ids.len())
+                        .map(|i| services.value(i).to_owned())
+                        .collect(),
+                )
             })
             .collect()
     }
 
+    fn ids(parts: &[(Option<i32>, Vec<u8>, Vec<String>)]) -> Vec<u8> {
+        parts.iter().flat_map(|p| p.1.clone()).collect()
+    }
+
     #[test]
     fn flush_dedups_sorts_and_remembers() {
-        let mut buffers = Buffers::new(2).expect("duckdb");
-        buffers
-            .append("t", rows(&[1, 2, 3], "b", 0), 100, 0)
-            .expect("append");
-        buffers
-            .append("t", rows(&[2, 4], "a", 1), 100, 0)
-            .expect("append");
-        let out = buffers.flush_rows("t").expect("flush");
-        // service a first; within a service by event_time (higher id = earlier).
-        assert_eq!(ids(&out), [4, 3, 2, 1]); // id 2 keeps its first copy (service b)
-        let kept = out.iter().find(|b| b.num_rows() > 0).expect("rows");
-        assert_eq!(
-            kept.column_by_name("service")
-                .expect("service")
-                .as_string::<i32>()
-                .value(0),
-            "a"
-        );
-        buffers.committed("t").expect("committed");
+        let mut buffers = Buffers::new(2, 1000).expect("duckdb");
+        append(&mut buffers, &[1, 2, 3], "b");
+        append(&mut buffers, &[2, 4], "a");
+        let out = flush(&mut buffers);
+        // service a first; within a service by event_time (higher id = earlier);
+        // id 2 keeps its first copy (service b).
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, Some(20_000));
+        assert_eq!(out[0].1, [4, 3, 2, 1]);
+        assert_eq!(out[0].2, ["a", "b", "b", "b"]);
+        let stats: Vec<_> = buffers.stats().map(|(_, s)| s.rows).collect();
+        assert_eq!(stats, [5], "every received event is counted");
+        buffers.committed("default").expect("committed");
         assert_eq!(buffers.stats().count(), 0);
         // A late duplicate of a committed id is dropped; a new id is kept.
-        buffers
-            .append("t", rows(&[3, 5], "b", 2), 100, 0)
-            .expect("append");
-        assert_eq!(ids(&buffers.flush_rows("t").expect("flush")), [5]);
-        buffers.committed("t").expect("committed");
-        buffers.committed("t").expect("committed");
-        buffers.committed("t").expect("committed");
-        // The window is bounded (2 flushes): two flushes later id 3 is forgotten.
-        buffers
-            .append("t", rows(&[3], "b", 3), 100, 0)
-            .expect("append");
-        assert_eq!(ids(&buffers.flush_rows("t").expect("flush")), [3]);
+        append(&mut buffers, &[3, 5], "b");
+        assert_eq!(ids(&flush(&mut buffers)), [5]);
+        buffers.committed("default").expect("committed");
+        buffers.committed("default").expect("committed");
+        buffers.committed("default").expect("committed");
+        // The window is bounded (2 flushes): three flushes later id 3 is forgotten.
+        append(&mut buffers, &[3], "b");
+        assert_eq!(ids(&flush(&mut buffers)), [3]);
+    }
+
+    #[test]
+    fn the_window_is_also_bounded_by_ids() {
+        let mut buffers = Buffers::new(100, 3).expect("duckdb");
+        append(&mut buffers, &[1, 2], "a");
+        buffers.committed("default").expect("committed");
+        append(&mut buffers, &[3, 4], "a");
+        buffers.committed("default").expect("committed");
+        // 4 ids > 3: the oldest flush (1, 2) is forgotten, (3, 4) kept.
+        append(&mut buffers, &[1, 3], "a");
+        assert_eq!(ids(&flush(&mut buffers)), [1]);
     }
 
     #[test]
     fn clear_drops_rows_but_not_the_window() {
-        let mut buffers = Buffers::new(4).expect("duckdb");
-        buffers
-            .append("t", rows(&[1], "a", 0), 10, 0)
-            .expect("append");
-        buffers.committed("t").expect("committed");
-        buffers
-            .append("t", rows(&[2], "a", 1), 10, 0)
-            .expect("append");
+        let mut buffers = Buffers::new(4, 1000).expect("duckdb");
+        append(&mut buffers, &[1], "a");
+        buffers.committed("default").expect("committed");
+        append(&mut buffers, &[2], "a");
         buffers.clear().expect("clear");
-        assert!(ids(&buffers.flush_rows("t").expect("flush")).is_empty());
-        buffers
-            .append("t", rows(&[1, 3], "a", 2), 10, 0)
-            .expect("append");
-        assert_eq!(ids(&buffers.flush_rows("t").expect("flush")), [3]);
+        assert!(ids(&flush(&mut buffers)).is_empty());
+        // 2 was never committed: read again, it is kept; 1 is still a duplicate.
+        append(&mut buffers, &[1, 2, 3], "a");
+        assert_eq!(ids(&flush(&mut buffers)), [3, 2]);
+    }
+
+    #[test]
+    fn remembered_ids_are_duplicates() {
+        let mut buffers = Buffers::new(4, 1000).expect("duckdb");
+        let committed =
+            FixedSizeBinaryArray::try_from_iter([[7u8; 16], [8u8; 16]].into_iter()).expect("ids");
+        buffers.remember("default", &committed).expect("remember");
+        append(&mut buffers, &[6, 7, 8, 9], "a");
+        assert_eq!(ids(&flush(&mut buffers)), [9, 6]);
+    }
+
+    #[test]
+    fn rows_of_different_days_come_in_parts_of_one_day() {
+        let mut buffers = Buffers::new(4, 1000).expect("duckdb");
+        // ids ≥ 100 fall on the next day.
+        append(&mut buffers, &[101, 1, 150, 2], "b");
+        append(&mut buffers, &[120, 3], "a");
+        let out = flush(&mut buffers);
+        let days: Vec<_> = out.iter().map(|p| p.0).collect();
+        assert_eq!(days, [Some(20_000), Some(20_001)]);
+        assert_eq!(out[0].1, [3, 2, 1]);
+        assert_eq!(out[1].1, [120, 150, 101]);
     }
 }

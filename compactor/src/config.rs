@@ -87,6 +87,9 @@ pub struct FlushConfig {
     pub max_latency_ms: u64,
     /// Flushes whose event ids are remembered to drop late duplicates.
     pub dedup_window_flushes: u32,
+    /// At most this many remembered ids per table (~40 bytes each); the
+    /// oldest flushes are forgotten first.
+    pub dedup_window_ids: u64,
 }
 
 /// Table maintenance: small-file rewrite, snapshot expiry, orphan removal.
@@ -175,6 +178,7 @@ impl Default for FlushConfig {
             target_file_bytes: 128 << 20,
             max_latency_ms: 5_000,
             dedup_window_flushes: 16,
+            dedup_window_ids: 4_000_000,
         }
     }
 }
@@ -269,6 +273,12 @@ impl Config {
             return invalid(
                 "flush.target_file_bytes",
                 "must be at least 1048576 (1 MiB)",
+            );
+        }
+        if self.flush.dedup_window_ids > 1 << 30 {
+            return invalid(
+                "flush.dedup_window_ids",
+                "must be at most 1073741824 (each id costs ~40 bytes of memory)",
             );
         }
         if !(100..=600_000).contains(&self.flush.max_latency_ms) {

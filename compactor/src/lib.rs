@@ -14,6 +14,8 @@ pub mod decode;
 pub mod maintain;
 pub mod metrics;
 pub mod pipeline;
+pub mod rows;
+pub mod wire;
 pub mod write;
 
 use std::net::SocketAddr;

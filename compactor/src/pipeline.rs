@@ -21,6 +21,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tlake_catalog::iceberg::arrow::schema_to_arrow_schema;
 use tlake_catalog::iceberg::table::Table;
 use tlake_catalog::{
     CommitOutcome, CommitRequest, DEAD_LETTER_TABLE, LakeCatalog, Offsets, Progress, TableKind,
@@ -29,9 +30,9 @@ use tokio::runtime::Handle;
 
 use crate::buffer::Buffers;
 use crate::config::Config;
-use crate::decode::{Origin, decode};
+use crate::decode::{EventKey, Origin, scan};
 use crate::metrics::{Metrics, PartitionLabels, TableLabels};
-use crate::write::write_files;
+use crate::write::{Part, write_files};
 
 /// Env var naming a point where the process aborts (tests only):
 /// `after-upload` (files written, not committed) or `after-commit`.
@@ -259,6 +260,9 @@ pub struct Pipeline {
     /// Parquet bytes per Kafka byte, learned from flushes (size trigger).
     ratio: f64,
     last_lag: Instant,
+    /// Reused: the record being taken, and its events' keys.
+    payload: Vec<u8>,
+    keys: Vec<EventKey>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -307,7 +311,10 @@ impl Pipeline {
         let consumer: BaseConsumer<Ctx> = client.create_with_context(Ctx(shared.clone()))?;
         let topics: Vec<&str> = config.kafka.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        let buffers = Buffers::new(config.flush.dedup_window_flushes)?;
+        let buffers = Buffers::new(
+            config.flush.dedup_window_flushes,
+            usize::try_from(config.flush.dedup_window_ids).unwrap_or(usize::MAX),
+        )?;
         let writer_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -327,6 +334,8 @@ impl Pipeline {
             writer_epoch,
             ratio: 0.15,
             last_lag: Instant::now(),
+            payload: Vec::new(),
+            keys: Vec::new(),
         })
     }
 
@@ -334,27 +343,29 @@ impl Pipeline {
     pub fn run(mut self) -> Result<(), PipelineError> {
         self.metrics.set_ready(true);
         while !self.shared.stop.load(Ordering::Relaxed) {
+            let mut payload = std::mem::take(&mut self.payload);
             let polled = match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => Some(Ok((
-                    (m.topic().to_owned(), m.partition()),
-                    m.offset(),
-                    m.payload().unwrap_or_default().to_vec(),
-                ))),
+                Some(Ok(m)) => {
+                    payload.clear();
+                    payload.extend_from_slice(m.payload().unwrap_or_default());
+                    Some(Ok(((m.topic().to_owned(), m.partition()), m.offset())))
+                }
                 Some(Err(e)) => Some(Err(e)),
                 None => None,
             };
             // Rebalances run inside poll(): apply them before the message.
             self.apply_rebalances()?;
             match polled {
-                Some(Ok((tp, offset, payload))) if self.assigned.contains(&tp) => {
+                Some(Ok((tp, offset))) if self.assigned.contains(&tp) => {
                     self.metrics.records.inc();
                     self.positions.insert(tp.clone(), offset + 1);
-                    self.take(tp, offset, payload)?;
+                    self.take(tp, offset, &payload)?;
                 }
                 Some(Ok(_)) => {} // from a partition no longer ours
                 Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
                 None => {}
             }
+            self.payload = payload;
             if self.flush_due() {
                 self.flush_all()?;
             }
@@ -434,47 +445,46 @@ impl Pipeline {
     }
 
     /// Routes one record to its table's buffer (or the dead letters).
-    fn take(&mut self, tp: Tp, offset: i64, payload: Vec<u8>) -> Result<(), PipelineError> {
+    fn take(&mut self, tp: Tp, offset: i64, payload: &[u8]) -> Result<(), PipelineError> {
         let origin = Origin {
             partition: tp.1,
             offset,
         };
-        match decode(&payload, origin) {
-            Ok(decoded) => {
-                if self
-                    .stored(&decoded.stream, &tp)
-                    .is_some_and(|s| offset < s)
-                {
-                    return Ok(()); // already in that table
+        let mut keys = std::mem::take(&mut self.keys);
+        let scanned = scan(payload, origin, &mut keys);
+        let taken = match scanned {
+            Ok(record) => {
+                if self.stored(&record.stream, &tp).is_some_and(|s| offset < s) {
+                    Ok(()) // already in that table
+                } else {
+                    self.table(&record.stream, TableKind::Logs).and_then(|_| {
+                        Ok(self.buffers.append(record, &keys, payload.len() as u64)?)
+                    })
                 }
-                self.table(&decoded.stream, TableKind::Logs)?;
-                self.buffers.append(
-                    &decoded.stream,
-                    decoded.rows,
-                    payload.len() as u64,
-                    decoded.max_event_time_us,
-                )?;
             }
-            Err(reason) => {
+            Err(_)
                 if self
                     .stored(DEAD_LETTER_TABLE, &tp)
-                    .is_some_and(|s| offset < s)
-                {
-                    return Ok(());
-                }
+                    .is_some_and(|s| offset < s) =>
+            {
+                Ok(())
+            }
+            Err(reason) => {
                 tracing::warn!(topic = %tp.0, partition = tp.1, offset, %reason, "dead letter");
                 self.dead_since.get_or_insert_with(Instant::now);
                 self.dead.push(DeadLetter {
-                    raw: payload,
+                    raw: payload.to_vec(),
                     topic: tp.0,
                     partition: tp.1,
                     offset,
                     reason,
                     at_us: now_us(),
                 });
+                Ok(())
             }
-        }
-        Ok(())
+        };
+        self.keys = keys;
+        taken
     }
 
     /// The table, created or checked (and evolved) on first use.
@@ -521,9 +531,12 @@ impl Pipeline {
             .collect();
         for (name, max_event_time, buffered_rows, buffered_bytes) in tables {
             let started = Instant::now();
-            let batches = self.buffers.flush_rows(&name)?;
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            match self.write_and_commit(&name, TableKind::Logs, &batches, &cut, max_event_time) {
+            let target = self.table(&name, TableKind::Logs)?;
+            let target = schema_to_arrow_schema(target.metadata().current_schema())
+                .map_err(|e| PipelineError::Write(e.into()))?;
+            let parts = self.buffers.flush_rows(&name, &Arc::new(target))?;
+            let rows: usize = parts.iter().map(|p| p.rows.num_rows()).sum();
+            match self.write_and_commit(&name, TableKind::Logs, &parts, &cut, max_event_time) {
                 Ok(bytes) => {
                     let labels = TableLabels {
                         table: name.clone(),
@@ -559,7 +572,10 @@ impl Pipeline {
             match self.write_and_commit(
                 DEAD_LETTER_TABLE,
                 TableKind::DeadLetters,
-                &[batch],
+                &[Part {
+                    day: None,
+                    rows: batch,
+                }],
                 &cut,
                 None,
             ) {
@@ -586,13 +602,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Writes `batches` as data files of `name` and commits them with the cut's offsets.
+    /// Writes `parts` as data files of `name` and commits them with the cut's offsets.
     /// Returns Parquet bytes written.
     fn write_and_commit(
         &mut self,
         name: &str,
         kind: TableKind,
-        batches: &[RecordBatch],
+        parts: &[Part],
         cut: &BTreeMap<Tp, i64>,
         max_event_time_us: Option<i64>,
     ) -> Result<u64, FlushStop> {
@@ -600,7 +616,7 @@ impl Pipeline {
             .table(name, kind)
             .map_err(|e| FlushStop::Fatal(Box::new(e)))?;
         let flush_id = uuid::Uuid::now_v7();
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let rows: usize = parts.iter().map(|p| p.rows.num_rows()).sum();
         // Offsets this flush moves: partitions whose cut is past what the
         // table holds, with what it holds as the fencing base.
         let mut expected: BTreeMap<String, BTreeMap<i32, Option<i64>>> = BTreeMap::new();
@@ -625,7 +641,7 @@ impl Pipeline {
             loop {
                 match self.shared.rt.block_on(write_files(
                     &table,
-                    batches,
+                    parts,
                     &flush_id.to_string(),
                     self.config.flush.target_file_bytes,
                 )) {

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
-use arrow_cast::cast;
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
-use iceberg::spec::{DataFile, DataFileFormat};
+use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct, Transform};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
@@ -20,6 +19,7 @@ use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 /// Writing failed (storage unreachable, or rows that do not fit the table).
 #[derive(Debug, thiserror::Error)]
@@ -49,18 +49,46 @@ pub struct Written {
 }
 
 fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid level"),
         ))
         .set_statistics_enabled(EnabledStatistics::Chunk)
-        .set_max_row_group_row_count(Some(1 << 20))
-        .build()
+        .set_max_row_group_row_count(Some(1 << 20));
+    // Nearly unique per row: a dictionary only costs time before Parquet
+    // gives up on it.
+    for column in [
+        "event_id",
+        "event_time",
+        "observed_time",
+        "trace_id",
+        "span_id",
+        "body",
+    ] {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    // Bounds of free text and of map entries prune nothing worth their
+    // cost (a string comparison per value).
+    for column in [
+        "body",
+        "trace_id",
+        "span_id",
+        "attributes.key_value.key",
+        "attributes.key_value.value",
+        "resource.key_value.key",
+        "resource.key_value.value",
+    ] {
+        props = props.set_column_statistics_enabled(
+            ColumnPath::from(column.split('.').map(str::to_owned).collect::<Vec<_>>()),
+            EnabledStatistics::None,
+        );
+    }
+    props.build()
 }
 
-/// Converts DuckDB's Arrow output to the table's Arrow schema, column by
-/// column and by name (the table's field ids travel in the schema metadata).
-/// Columns the table has but we do not fill become nulls.
+/// Converts `batch` to the table's Arrow schema, column by name (the
+/// table's field ids travel in the schema metadata). Columns the table has
+/// but we do not fill become nulls.
 pub fn conform(
     batch: &RecordBatch,
     target: &arrow_schema::SchemaRef,
@@ -68,11 +96,12 @@ pub fn conform(
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
     for field in target.fields() {
         let column = match batch.column_by_name(field.name()) {
-            Some(c) if c.data_type() == field.data_type() => c.clone(),
-            Some(c) => cast(c, field.data_type()).map_err(|e| WriteError::Convert {
-                column: field.name().clone(),
-                reason: e.to_string(),
-            })?,
+            Some(c) => {
+                crate::rows::fit(c.clone(), field).map_err(|reason| WriteError::Convert {
+                    column: field.name().clone(),
+                    reason,
+                })?
+            }
             None => new_null_array(field.data_type(), batch.num_rows()),
         };
         columns.push(column);
@@ -83,11 +112,39 @@ pub fn conform(
     })
 }
 
-/// Writes `batches` into new data files of `table`, named after `flush_id`
+/// Rows to write.
+#[derive(Debug)]
+pub struct Part {
+    /// Days since 1970-01-01 (UTC) of every row's event time, when known:
+    /// lets a table partitioned by `day(event_time)` skip per-row splitting.
+    pub day: Option<i32>,
+    /// The rows (in the table's layout or convertible to it).
+    pub rows: RecordBatch,
+}
+
+/// The partition key of `day` when the table is partitioned by exactly
+/// `day(event_time)` (ours), else `None`.
+fn day_key(metadata: &iceberg::spec::TableMetadata, day: i32) -> Option<PartitionKey> {
+    let spec = metadata.default_partition_spec();
+    let schema = metadata.current_schema();
+    let event_time = schema.field_by_name("event_time")?.id;
+    match spec.fields() {
+        [field] if field.transform == Transform::Day && field.source_id == event_time => {
+            Some(PartitionKey::new(
+                spec.as_ref().clone(),
+                schema.clone(),
+                Struct::from_iter([Some(Literal::date(day))]),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Writes `parts` into new data files of `table`, named after `flush_id`
 /// (unique per flush, so a retried flush never reuses a file name).
 pub async fn write_files(
     table: &Table,
-    batches: &[RecordBatch],
+    parts: &[Part],
     flush_id: &str,
     target_file_bytes: u64,
 ) -> Result<Written, WriteError> {
@@ -106,8 +163,8 @@ pub async fn write_files(
     let mut rows = 0u64;
     let files = if spec.is_unpartitioned() {
         let mut writer = builder.build(None).await?;
-        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-            let batch = conform(batch, &arrow_schema)?;
+        for part in parts.iter().filter(|p| p.rows.num_rows() > 0) {
+            let batch = conform(&part.rows, &arrow_schema)?;
             rows += batch.num_rows() as u64;
             writer.write(batch).await?;
         }
@@ -115,11 +172,17 @@ pub async fn write_files(
     } else {
         let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)?;
         let mut writer = FanoutWriter::new(builder);
-        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-            let batch = conform(batch, &arrow_schema)?;
+        for part in parts.iter().filter(|p| p.rows.num_rows() > 0) {
+            let batch = conform(&part.rows, &arrow_schema)?;
             rows += batch.num_rows() as u64;
-            for (key, part) in splitter.split(&batch)? {
-                writer.write(key, part).await?;
+            match part.day.and_then(|day| day_key(metadata, day)) {
+                Some(key) => writer.write(key, batch).await?,
+                // Not our partition spec, or rows of several days.
+                None => {
+                    for (key, split) in splitter.split(&batch)? {
+                        writer.write(key, split).await?;
+                    }
+                }
             }
         }
         writer.close().await?
