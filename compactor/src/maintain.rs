@@ -32,7 +32,7 @@ use tlake_catalog::maintenance::{
 use tlake_catalog::schema::{EVENT_TIME, SERVICE};
 
 use crate::config::{Config, ConfigError, MaintenanceConfig};
-use crate::write::{WriteError, Written, write_files};
+use crate::write::{Part, WriteError, Written, write_files};
 
 /// Rows per batch handed to the writer after sorting.
 const SORTED_BATCH_ROWS: usize = 64 * 1024;
@@ -369,7 +369,12 @@ pub async fn rewrite_group(
         reason,
     })?;
     let id = format!("rewrite-{}", uuid::Uuid::now_v7());
-    let written = write_files(table, &sorted, &id, target_file_bytes).await?;
+    // One partition's files: the spec's splitter sorts out the day.
+    let parts: Vec<Part> = sorted
+        .into_iter()
+        .map(|rows| Part { day: None, rows })
+        .collect();
+    let written = write_files(table, &parts, &id, target_file_bytes).await?;
     if written.rows != read {
         return Err(MaintainError::Rewrite {
             table: name,

@@ -260,6 +260,8 @@ pub struct Pipeline {
     /// Parquet bytes per Kafka byte, learned from flushes (size trigger).
     ratio: f64,
     last_lag: Instant,
+    /// Tables whose dedup window was seeded from the table.
+    remembered: HashSet<String>,
     /// Reused: the record being taken, and its events' keys.
     payload: Vec<u8>,
     keys: Vec<EventKey>,
@@ -334,6 +336,7 @@ impl Pipeline {
             writer_epoch,
             ratio: 0.15,
             last_lag: Instant::now(),
+            remembered: HashSet::new(),
             payload: Vec::new(),
             keys: Vec::new(),
         })
@@ -508,8 +511,50 @@ impl Pipeline {
                 Err(e) => return Err(e.into()),
             }
         };
+        if kind == TableKind::Logs && self.remembered.insert(name.to_owned()) {
+            self.remember_recent_ids(name, &table)?;
+        }
         self.tables.insert(name.to_owned(), table.clone());
         Ok(table)
+    }
+
+    /// Seeds `name`'s dedup window with the ids its newest appends hold, so a
+    /// copy of a committed event re-sent after this process started is
+    /// still recognised (once per table and process).
+    fn remember_recent_ids(&mut self, name: &str, table: &Table) -> Result<(), PipelineError> {
+        let flushes = self.config.flush.dedup_window_flushes as usize;
+        let max_ids = usize::try_from(self.config.flush.dedup_window_ids).unwrap_or(usize::MAX);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self
+                .shared
+                .rt
+                .block_on(tlake_catalog::recent::recent_event_ids(
+                    table, flushes, max_ids,
+                )) {
+                Ok(recent) => {
+                    tracing::info!(
+                        table = name,
+                        ids = arrow_array::Array::len(&recent.ids),
+                        appends = recent.appends,
+                        capped = recent.capped,
+                        "dedup window seeded from the table"
+                    );
+                    self.buffers.remember(name, &recent.ids)?;
+                    return Ok(());
+                }
+                Err(e) if e.retryable() && !self.shared.stop.load(Ordering::Relaxed) => {
+                    tracing::warn!(table = name, error = %e, "cannot read recent ids; retrying in {delay:?}");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    // Only late duplicates of already committed events could slip through.
+                    tracing::warn!(table = name, error = %e, "dedup window starts empty");
+                    return Ok(());
+                }
+            }
+        }
     }
 
     fn flush_due(&self) -> bool {

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tlake_compactor::write::Part;
 
 use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, TimestampMicrosecondArray};
 use tlake_catalog::iceberg::spec::DataFile;
@@ -35,7 +36,14 @@ fn rows(n: usize, day: i64) -> (Vec<[u8; 16]>, RecordBatch) {
 async fn write(catalog: &LakeCatalog, table: &str, batches: &[RecordBatch]) -> Vec<DataFile> {
     let loaded = catalog.load_table(table).await.expect("load");
     let flush_id = uuid::Uuid::now_v7().to_string();
-    tlake_compactor::write::write_files(&loaded, batches, &flush_id, 128 << 20)
+    let parts: Vec<Part> = batches
+        .iter()
+        .map(|rows| Part {
+            day: None,
+            rows: rows.clone(),
+        })
+        .collect();
+    tlake_compactor::write::write_files(&loaded, &parts, &flush_id, 128 << 20)
         .await
         .expect("write data files")
         .files

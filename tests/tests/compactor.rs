@@ -108,6 +108,27 @@ async fn the_same_event_id_twice_is_one_row() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_committed_event_resent_after_a_restart_is_still_one_row() {
+    let mut flow = Flow::new("duprestart", 2).await;
+    let options = CompactorOptions::new(&flow.stack.kafka_brokers, &flow.topic);
+    let first = Compactor::start(&options);
+    let events = flow.send(300, 100).await;
+    let catalog = catalog().await;
+    let ids = wait_for_rows(&catalog, &flow.stream, 300, WAIT).await;
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
+    drop(first); // SIGKILL: the new process starts with nothing in memory
+    let _second = Compactor::start(&options);
+    // An app re-sends committed events (say, after a gateway timeout).
+    flow.send_events(&events[..150]).await;
+    flow.send(10, 10).await;
+    let ids = wait_for_rows(&catalog, &flow.stream, 310, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ids_after = scan_event_ids(&catalog, &flow.stream).await;
+    assert_eq!(ids.len(), ids_after.len());
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids_after, true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_poison_record_becomes_one_dead_letter_and_the_rest_flows() {
     let mut flow = Flow::new("poison", 1).await;
     let _compactor = Compactor::start(&CompactorOptions::new(
