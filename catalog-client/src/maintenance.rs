@@ -357,8 +357,13 @@ impl LakeCatalog {
         let list = load_manifest_list(file_io, metadata.format_version(), parent).await?;
         for (n, manifest) in list.entries().iter().enumerate() {
             if manifest.content != ManifestContentType::Data {
-                manifests.push(manifest.clone());
-                continue;
+                // The rewrite reads data files without applying deletes, and
+                // its files would outrank them: deleted rows would return.
+                return Err(Error::Unsafe {
+                    table: name,
+                    reason: "the table has delete files; rewriting would bring deleted rows back"
+                        .into(),
+                });
             }
             let loaded = manifest.load_manifest(file_io).await?;
             let touched = loaded
@@ -743,7 +748,7 @@ fn replace_summary(
         ("total-files-size", counts.added_bytes, counts.deleted_bytes),
     ] {
         if let Some(total) = parent.get(key).and_then(|v| v.parse::<u64>().ok()) {
-            let total = (total + added).saturating_sub(deleted);
+            let total = total.saturating_add(added).saturating_sub(deleted);
             summary.insert(key.to_owned(), total.to_string());
         }
     }

@@ -17,6 +17,12 @@ pub const ENV_ACCESS_KEY: &str = "AWS_ACCESS_KEY_ID";
 /// Env var with the S3 secret access key (never in a file).
 pub const ENV_SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 
+/// Shortest `maintenance.orphan_grace_ms` accepted (30 minutes).
+pub const MIN_ORPHAN_GRACE_MS: u64 = 30 * 60 * 1000;
+/// Tests only: when set, `maintenance.orphan_grace_ms` may be as short as
+/// one second. (Not under [`ENV_PREFIX`], which is read as configuration.)
+pub const SHORT_GRACE_ENV: &str = "TLAKE_TEST_SHORT_ORPHAN_GRACE";
+
 /// Complete compactor configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -326,11 +332,18 @@ impl MaintenanceConfig {
         if self.keep_snapshots < 1 {
             return invalid("maintenance.keep_snapshots", "must be at least 1");
         }
-        // Below a second, a flush between upload and commit could lose its files.
-        if self.orphan_grace_ms < 1000 {
+        // A flush's files are unreferenced between upload and commit; the
+        // compactor gives up on a commit after ~25 minutes at worst (5 min of
+        // retries plus one commit call's own), so the grace must be longer.
+        let floor = if std::env::var_os(SHORT_GRACE_ENV).is_some() {
+            1000
+        } else {
+            MIN_ORPHAN_GRACE_MS
+        };
+        if self.orphan_grace_ms < floor {
             return invalid(
                 "maintenance.orphan_grace_ms",
-                "must be at least 1000 (keep ≥ 3600000 in production)",
+                &format!("must be at least {floor} (30 minutes)"),
             );
         }
         Ok(())
@@ -452,6 +465,10 @@ mod tests {
                 "[maintenance]\norphan_grace_ms = 5\n",
                 "maintenance.orphan_grace_ms",
             ),
+            (
+                "[maintenance]\norphan_grace_ms = 60000\n",
+                "maintenance.orphan_grace_ms",
+            ),
         ] {
             match load_toml(toml) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{toml}"),
@@ -463,12 +480,12 @@ mod tests {
     #[test]
     fn the_maintenance_section_parses_with_defaults_for_the_rest() {
         let c = load_toml(
-            "[maintenance]\nsmall_file_bytes = 1000\nmin_files = 3\norphan_grace_ms = 2000\n",
+            "[maintenance]\nsmall_file_bytes = 1000\nmin_files = 3\norphan_grace_ms = 1800000\n",
         )
         .expect("valid");
         assert_eq!(c.maintenance.small_file_bytes, 1000);
         assert_eq!(c.maintenance.min_files, 3);
-        assert_eq!(c.maintenance.orphan_grace_ms, 2000);
+        assert_eq!(c.maintenance.orphan_grace_ms, 1_800_000);
         assert_eq!(c.maintenance.keep_snapshots, 10);
         let err = load_toml("[maintenance]\ngrace_ms = 1\n").expect_err("typo must fail");
         assert!(err.to_string().contains("grace_ms"), "{err}");

@@ -122,6 +122,8 @@ pub fn maintain(options: &CompactorOptions, maintenance: &str, args: &[&str]) ->
         .arg(&config)
         .args(args)
         .envs(crate::lake::compactor_env())
+        // Lets tests use a grace of seconds (the floor is 30 minutes).
+        .env("TLAKE_TEST_SHORT_ORPHAN_GRACE", "1") // tlake_compactor::config::SHORT_GRACE_ENV
         .env("RUST_LOG", "info")
         .output()
         .expect("run tlake-compactor maintain");

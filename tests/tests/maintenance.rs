@@ -180,22 +180,22 @@ async fn old_versions_expire_and_orphans_past_the_grace_are_deleted() {
             .expect("write stray");
     }
     let referenced_before = data_files(&catalog, &flow.stream).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    // In-flight: younger than the grace, must survive.
-    let young = format!("{location}/data/event_day=2020-01-01/in-flight-00000.parquet");
-    io.new_output(&young)
-        .expect("output")
-        .write(b"being committed".to_vec().into())
-        .await
-        .expect("write young");
+    tokio::time::sleep(Duration::from_millis(8500)).await;
 
-    let settings = "keep_snapshots = 1\nsnapshot_max_age_ms = 0\norphan_grace_ms = 2000\n";
+    let settings = "keep_snapshots = 1\nsnapshot_max_age_ms = 0\norphan_grace_ms = 8000\n";
     let dry = maintain(&options, settings, &["--table", &flow.stream, "--dry-run"]);
     assert_ok(&dry);
     assert!(
         io.exists(&stray_data).await.expect("exists"),
         "a dry run deletes nothing"
     );
+    // In-flight: written just now, younger than the grace, must survive.
+    let young = format!("{location}/data/event_day=2020-01-01/in-flight-00000.parquet");
+    io.new_output(&young)
+        .expect("output")
+        .write(b"being committed".to_vec().into())
+        .await
+        .expect("write young");
 
     let run = maintain(&options, settings, &["--table", &flow.stream]);
     assert_ok(&run);
