@@ -17,6 +17,7 @@ mod error;
 pub mod maintenance;
 pub mod offsets;
 mod pinned;
+pub mod read;
 pub mod recent;
 pub mod schema;
 

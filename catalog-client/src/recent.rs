@@ -32,12 +32,13 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, FixedSizeBinaryArray};
 use arrow_schema::DataType;
 use futures::{StreamExt, TryStreamExt};
-use iceberg::scan::FileScanTask;
 use iceberg::spec::{
     DataContentType, DataFileFormat, Manifest, ManifestContentType, ManifestFile, ManifestStatus,
     Operation, PrimitiveType, Type,
 };
 use iceberg::table::Table;
+
+use crate::read::{FileToRead, read_data_file};
 
 use crate::error::{Error, Result};
 use crate::schema::EVENT_ID;
@@ -447,27 +448,18 @@ async fn read_event_ids(
     // `buffered` yields in file order, so the cap cuts the oldest append.
     let mut per_file = futures::stream::iter(files.iter())
         .map(|planned| {
-            let reader = reader.clone();
             let file = &planned.file;
-            let task = FileScanTask::builder()
-                .with_file_size_in_bytes(file.size)
-                .with_start(0)
-                .with_length(file.size)
-                .with_record_count(Some(file.rows))
-                .with_data_file_path(file.path.clone())
-                .with_data_file_format(DataFileFormat::Parquet)
-                .with_schema(schema.clone())
-                .with_project_field_ids(vec![event_id_field])
-                .with_case_sensitive(true)
-                .build();
+            let read = read_data_file(
+                &reader,
+                schema.clone(),
+                FileToRead {
+                    path: &file.path,
+                    size: file.size,
+                    rows: file.rows,
+                },
+                vec![event_id_field],
+            );
             async move {
-                let read = async {
-                    reader
-                        .read(futures::stream::once(async { Ok(task) }).boxed())?
-                        .stream()
-                        .try_collect::<Vec<_>>()
-                        .await
-                };
                 let batches = read.await.map_err(|e| {
                     context(e, format!("reading {EVENT_ID} of {} ({name})", file.path))
                 })?;

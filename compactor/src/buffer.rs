@@ -95,9 +95,11 @@ impl Arena {
         self.chunks.get(chunk)?.get(offset..offset + len)
     }
 
-    /// Forgets the bytes, keeping the chunks.
+    /// Forgets the bytes, keeping as many chunks as this flush used (a
+    /// burst's extra memory goes back once flushes are small again).
     fn clear(&mut self) {
-        for c in &mut self.chunks[..self.used] {
+        self.chunks.truncate(self.used);
+        for c in &mut self.chunks {
             c.clear();
         }
         self.used = 0;

@@ -22,13 +22,13 @@ use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{Array, RecordBatch};
 use futures::{StreamExt, TryStreamExt};
 use iceberg::ErrorKind;
-use iceberg::scan::FileScanTask;
-use iceberg::spec::{DataFile, DataFileFormat, Struct};
+use iceberg::spec::{DataFile, Struct};
 use iceberg::table::Table;
 use tlake_catalog::LakeCatalog;
 use tlake_catalog::maintenance::{
     ExpireReport, LiveFile, OrphanPolicy, OrphanReport, ReplaceOutcome, Retention, live_data_files,
 };
+use tlake_catalog::read::{FileToRead, read_data_file};
 use tlake_catalog::schema::{EVENT_TIME, SERVICE};
 
 use crate::config::{Config, ConfigError, MaintenanceConfig};
@@ -399,27 +399,18 @@ pub async fn read_files(
         .build();
     let per_file = futures::stream::iter(files.iter())
         .map(|file| {
-            let reader = reader.clone();
-            let task = FileScanTask::builder()
-                .with_file_size_in_bytes(file.file_size_in_bytes())
-                .with_start(0)
-                .with_length(file.file_size_in_bytes())
-                .with_record_count(Some(file.record_count()))
-                .with_data_file_path(file.file_path().to_owned())
-                .with_data_file_format(DataFileFormat::Parquet)
-                .with_schema(schema.clone())
-                .with_project_field_ids(field_ids.clone())
-                .with_case_sensitive(true)
-                .build();
+            let read = read_data_file(
+                &reader,
+                schema.clone(),
+                FileToRead {
+                    path: file.file_path(),
+                    size: file.file_size_in_bytes(),
+                    rows: file.record_count(),
+                },
+                field_ids.clone(),
+            );
             let path = file.file_path().to_owned();
             async move {
-                let read = async {
-                    reader
-                        .read(futures::stream::once(async { Ok(task) }).boxed())?
-                        .stream()
-                        .try_collect::<Vec<_>>()
-                        .await
-                };
                 read.await.map_err(|e| MaintainError::Rewrite {
                     table: table.identifier().to_string(),
                     reason: format!("reading {path}: {e}"),
@@ -536,7 +527,7 @@ mod tests {
             data_file: DataFileBuilder::default()
                 .content(DataContentType::Data)
                 .file_path(path.to_owned())
-                .file_format(DataFileFormat::Parquet)
+                .file_format(iceberg::spec::DataFileFormat::Parquet)
                 .partition(Struct::from_iter([Some(Literal::int(day))]))
                 .record_count(10)
                 .file_size_in_bytes(size)
