@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tlake_catalog::LakeCatalog;
+
 use tlake_tests::assert_no_loss_no_dup;
 use tlake_tests::compactor::{Compactor, CompactorOptions, http_get};
 use tlake_tests::flow::{Flow, OffsetWatch};
@@ -85,6 +87,21 @@ async fn sigterm_flushes_and_commits_what_is_buffered() {
     assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
 }
 
+/// After re-sent events: 10 new ones land, the table then holds `rows`
+/// rows (== distinct == acknowledged) and keeps holding them.
+async fn ten_new_events_and_still_no_duplicate(
+    flow: &mut Flow,
+    catalog: &LakeCatalog,
+    rows: usize,
+) {
+    flow.send(10, 10).await;
+    let ids = wait_for_rows(catalog, &flow.stream, rows, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ids_after = scan_event_ids(catalog, &flow.stream).await;
+    assert_eq!(ids.len(), ids_after.len());
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids_after, true);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_event_id_twice_is_one_row() {
     let mut flow = Flow::new("dup", 2).await;
@@ -99,12 +116,7 @@ async fn the_same_event_id_twice_is_one_row() {
     let ids = wait_for_rows(&catalog, &flow.stream, 300, WAIT).await;
     assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
     flow.send_events(&events[100..200]).await;
-    flow.send(10, 10).await;
-    let ids = wait_for_rows(&catalog, &flow.stream, 310, WAIT).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let ids_after = scan_event_ids(&catalog, &flow.stream).await;
-    assert_eq!(ids.len(), ids_after.len());
-    assert_no_loss_no_dup(&flow.ledger.ids(), &ids_after, true);
+    ten_new_events_and_still_no_duplicate(&mut flow, &catalog, 310).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,12 +132,7 @@ async fn a_committed_event_resent_after_a_restart_is_still_one_row() {
     let _second = Compactor::start(&options);
     // An app re-sends committed events (say, after a gateway timeout).
     flow.send_events(&events[..150]).await;
-    flow.send(10, 10).await;
-    let ids = wait_for_rows(&catalog, &flow.stream, 310, WAIT).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let ids_after = scan_event_ids(&catalog, &flow.stream).await;
-    assert_eq!(ids.len(), ids_after.len());
-    assert_no_loss_no_dup(&flow.ledger.ids(), &ids_after, true);
+    ten_new_events_and_still_no_duplicate(&mut flow, &catalog, 310).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
