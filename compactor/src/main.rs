@@ -151,11 +151,18 @@ fn maintain(config: &Config, args: MaintainArgs) -> ExitCode {
         dry_run: args.dry_run,
     };
     match runtime.block_on(tlake_compactor::maintain::maintain(config, &options)) {
-        Ok(reports) => {
-            for report in reports {
+        Ok(run) => {
+            for report in &run.reports {
                 println!("{report}");
             }
-            ExitCode::SUCCESS
+            for (table, err) in &run.failed {
+                eprintln!("tlake-compactor: maintenance of {table} failed: {err}");
+            }
+            if run.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(err @ (MaintainError::NoSuchTable { .. } | MaintainError::Config(_))) => {
             eprintln!("tlake-compactor: {err}");

@@ -181,22 +181,38 @@ impl fmt::Display for TableReport {
     }
 }
 
+/// What one pass did: a report per table done, an error per table that
+/// failed (one table's failure does not stop the others).
+#[derive(Debug, Default)]
+pub struct MaintainRun {
+    /// Tables maintained.
+    pub reports: Vec<TableReport>,
+    /// Tables that failed, with why.
+    pub failed: Vec<(String, MaintainError)>,
+}
+
 /// Runs maintenance on `options.table` (or every table of the namespace).
+/// `Err` only when nothing could start (configuration, catalog, an unknown
+/// `--table`).
 pub async fn maintain(
     config: &Config,
     options: &MaintainOptions,
-) -> Result<Vec<TableReport>, MaintainError> {
+) -> Result<MaintainRun, MaintainError> {
     let settings = crate::catalog_settings(config)?;
     let catalog = LakeCatalog::connect(&settings).await?;
     let tables = match &options.table {
         Some(table) => vec![table.clone()],
         None => catalog.list_tables().await?,
     };
-    let mut reports = Vec::new();
+    let mut run = MaintainRun::default();
     for table in tables {
-        reports.push(maintain_table(&catalog, &config.maintenance, &table, options.dry_run).await?);
+        match maintain_table(&catalog, &config.maintenance, &table, options.dry_run).await {
+            Ok(report) => run.reports.push(report),
+            Err(e @ MaintainError::NoSuchTable { .. }) if options.table.is_some() => return Err(e),
+            Err(e) => run.failed.push((table, e)),
+        }
     }
-    Ok(reports)
+    Ok(run)
 }
 
 /// The three steps on one table.
