@@ -116,6 +116,8 @@ pub struct MaintenanceConfig {
     pub keep_snapshots: usize,
     /// Unreferenced objects younger than this are never deleted.
     pub orphan_grace_ms: u64,
+    /// Data manifests of the current snapshot are merged when there are more than this.
+    pub max_manifests: usize,
 }
 
 impl Default for Config {
@@ -141,6 +143,7 @@ impl Default for MaintenanceConfig {
             snapshot_max_age_ms: 3_600_000,
             keep_snapshots: 10,
             orphan_grace_ms: 3_600_000,
+            max_manifests: 100,
         }
     }
 }
@@ -332,6 +335,9 @@ impl MaintenanceConfig {
         if self.keep_snapshots < 1 {
             return invalid("maintenance.keep_snapshots", "must be at least 1");
         }
+        if self.max_manifests < 2 {
+            return invalid("maintenance.max_manifests", "must be at least 2");
+        }
         // A flush's files are unreferenced between upload and commit; the
         // compactor gives up on a commit after ~25 minutes at worst (5 min of
         // retries plus one commit call's own), so the grace must be longer.
@@ -460,6 +466,10 @@ mod tests {
             (
                 "[maintenance]\nkeep_snapshots = 0\n",
                 "maintenance.keep_snapshots",
+            ),
+            (
+                "[maintenance]\nmax_manifests = 1\n",
+                "maintenance.max_manifests",
             ),
             (
                 "[maintenance]\norphan_grace_ms = 5\n",

@@ -7,10 +7,15 @@
 //!    event_time), written with [`crate::write::write_files`], and swapped in
 //!    with one `replace` commit (`tlake-catalog`), which carries the Kafka
 //!    offsets forward;
-//! 2. expire — snapshots past the retention leave the catalog
+//! 2. merge — when the current snapshot lists more than
+//!    `maintenance.max_manifests` data manifests, their live entries are
+//!    written into one manifest by a `replace` snapshot without data change
+//!    (`tlake-catalog`), so flush-per-commit manifests (and those the rewrite
+//!    left holding only deleted entries) do not pile up;
+//! 3. expire — snapshots past the retention leave the catalog
 //!    (`remove-snapshots`; Nessie lists only the current snapshot, so there
-//!    its history is expired in step 3);
-//! 3. orphans — objects under the table's location that no retained version
+//!    its history is expired in step 4);
+//! 4. orphans — objects under the table's location that no retained version
 //!    references, and older than the grace period, are deleted.
 
 use std::collections::HashMap;
@@ -26,7 +31,8 @@ use iceberg::spec::{DataFile, Struct};
 use iceberg::table::Table;
 use tlake_catalog::LakeCatalog;
 use tlake_catalog::maintenance::{
-    ExpireReport, LiveFile, OrphanPolicy, OrphanReport, ReplaceOutcome, Retention, live_data_files,
+    ExpireReport, LiveFile, MergeOutcome, OrphanPolicy, OrphanReport, ReplaceOutcome, Retention,
+    live_data_files, manifest_counts,
 };
 use tlake_catalog::read::{FileToRead, read_data_file};
 use tlake_catalog::schema::{EVENT_TIME, SERVICE};
@@ -124,6 +130,23 @@ pub struct RewriteReport {
     pub unknown: usize,
 }
 
+/// What the manifest merge step did to one table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MergeReport {
+    /// Manifests the current snapshot listed before.
+    pub manifests_before: usize,
+    /// Manifests after (dry run or nothing due: the same).
+    pub manifests_after: usize,
+    /// Whether a merge was due (more data manifests than `max_manifests`).
+    pub due: bool,
+    /// Merge commits made (0 or 1).
+    pub commits: usize,
+    /// 409s absorbed by the commit.
+    pub conflicts: u32,
+    /// Whether the commit outcome stayed unknown.
+    pub unknown: bool,
+}
+
 /// What maintenance did to one table.
 #[derive(Debug, Clone)]
 pub struct TableReport {
@@ -134,8 +157,10 @@ pub struct TableReport {
     /// Step 1.
     pub rewrite: RewriteReport,
     /// Step 2.
-    pub expire: ExpireReport,
+    pub merge: MergeReport,
     /// Step 3.
+    pub expire: ExpireReport,
+    /// Step 4.
     pub orphans: OrphanReport,
 }
 
@@ -158,6 +183,17 @@ impl fmt::Display for TableReport {
             r.conflicts,
             r.abandoned,
             r.unknown
+        )?;
+        let m = &self.merge;
+        writeln!(
+            f,
+            "  merge manifests: manifests {} -> {}, {}, commits {}, conflicts retried {}, unknown {}",
+            m.manifests_before,
+            m.manifests_after,
+            if m.due { "due" } else { "not due" },
+            m.commits,
+            m.conflicts,
+            u8::from(m.unknown)
         )?;
         writeln!(
             f,
@@ -215,7 +251,7 @@ pub async fn maintain(
     Ok(run)
 }
 
-/// The three steps on one table.
+/// The four steps on one table.
 pub async fn maintain_table(
     catalog: &LakeCatalog,
     settings: &MaintenanceConfig,
@@ -235,6 +271,8 @@ pub async fn maintain_table(
         });
     }
     let rewrite = rewrite_small_files(catalog, settings, table, dry_run).await?;
+    // After the rewrite, so that its manifests are merged too.
+    let merge = merge_manifests(catalog, settings, table, dry_run).await?;
     let retention = Retention {
         max_age: Duration::from_millis(settings.snapshot_max_age_ms),
         keep_last: settings.keep_snapshots,
@@ -254,9 +292,69 @@ pub async fn maintain_table(
         table: table.to_owned(),
         dry_run,
         rewrite,
+        merge,
         expire,
         orphans,
     })
+}
+
+/// Step 2 on one table: one merge commit when more than
+/// `settings.max_manifests` data manifests are listed (dry run: only says
+/// whether one is due).
+pub async fn merge_manifests(
+    catalog: &LakeCatalog,
+    settings: &MaintenanceConfig,
+    table: &str,
+    dry_run: bool,
+) -> Result<MergeReport, MaintainError> {
+    if dry_run {
+        let loaded = catalog.load_table(table).await?;
+        let (all, data) = manifest_counts(&loaded).await?;
+        return Ok(MergeReport {
+            manifests_before: all,
+            manifests_after: all,
+            due: data > settings.max_manifests,
+            ..Default::default()
+        });
+    }
+    Ok(
+        match catalog
+            .merge_manifests(table, settings.max_manifests)
+            .await?
+        {
+            MergeOutcome::NotNeeded { manifests } => MergeReport {
+                manifests_before: manifests,
+                manifests_after: manifests,
+                ..Default::default()
+            },
+            MergeOutcome::Committed {
+                before,
+                after,
+                conflicts,
+                ..
+            } => MergeReport {
+                manifests_before: before,
+                manifests_after: after,
+                due: true,
+                commits: 1,
+                conflicts,
+                unknown: false,
+            },
+            MergeOutcome::Unknown { before } => {
+                tracing::warn!(
+                    table,
+                    "manifest merge outcome unknown; the next run merges if still due"
+                );
+                MergeReport {
+                    manifests_before: before,
+                    manifests_after: before,
+                    due: true,
+                    unknown: true,
+                    ..Default::default()
+                }
+            }
+        },
+    )
 }
 
 /// Step 1 on one table: every group [`plan_rewrites`] finds, one replace

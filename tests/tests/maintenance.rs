@@ -4,6 +4,7 @@
 //! orphans deleted after the grace period, and a compactor append landing
 //! between plan and commit retried without a duplicate.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arrow_array::Array;
@@ -60,11 +61,30 @@ fn duckdb_counts(table: &str) -> Vec<Vec<String>> {
     ))
 }
 
+/// After maintenance: every acknowledged row once (iceberg-rust and DuckDB),
+/// a new snapshot, and the committed progress carried forward unchanged.
+async fn assert_rows_and_progress_unchanged(
+    flow: &Flow,
+    catalog: &LakeCatalog,
+    before: &tlake_catalog::Progress,
+) {
+    let n = flow.ledger.len();
+    let ids = scan_event_ids(catalog, &flow.stream).await;
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
+    assert_eq!(
+        duckdb_counts(&flow.stream),
+        vec![vec![n.to_string(), n.to_string()]]
+    );
+    let after = catalog.progress(&flow.stream).await.expect("progress");
+    assert_ne!(after.snapshot_id, before.snapshot_id);
+    assert_eq!(after.offsets, before.offsets);
+    assert_eq!(after.newest_event_time_us, before.newest_event_time_us);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn small_files_are_rewritten_sorted_with_rows_and_progress_unchanged() {
     let (mut flow, options) = small_files("rewrite", 6, 300).await;
     let catalog = catalog().await;
-    let n = flow.ledger.len();
     let before = data_files(&catalog, &flow.stream).await;
     let progress_before = catalog.progress(&flow.stream).await.expect("progress");
     assert!(before.len() >= 6, "{} files", before.len());
@@ -102,22 +122,7 @@ async fn small_files_are_rewritten_sorted_with_rows_and_progress_unchanged() {
         run.stdout
     );
 
-    // Every row once, by iceberg-rust and by DuckDB.
-    let ids = scan_event_ids(&catalog, &flow.stream).await;
-    assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
-    assert_eq!(
-        duckdb_counts(&flow.stream),
-        vec![vec![n.to_string(), n.to_string()]]
-    );
-
-    // Progress is carried forward unchanged.
-    let progress_after = catalog.progress(&flow.stream).await.expect("progress");
-    assert_ne!(progress_after.snapshot_id, progress_before.snapshot_id);
-    assert_eq!(progress_after.offsets, progress_before.offsets);
-    assert_eq!(
-        progress_after.newest_event_time_us,
-        progress_before.newest_event_time_us
-    );
+    assert_rows_and_progress_unchanged(&flow, &catalog, &progress_before).await;
 
     // Rewritten files are sorted by (service, event_time).
     let table = catalog.load_table(&flow.stream).await.expect("load");
@@ -418,4 +423,120 @@ async fn unknown_tables_and_bad_settings_are_refused_with_clear_errors() {
     let run = maintain(&options, "grace = 1", &[]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("grace"), "{}", run.stderr);
+}
+
+/// Live entries of the current snapshot, read with iceberg-rust:
+/// path → (adding snapshot, data seq, file seq, rows); and how many
+/// manifests the manifest list holds.
+async fn live_entries(
+    table: &tlake_catalog::iceberg::table::Table,
+) -> (usize, BTreeMap<String, (i64, i64, i64, u64)>) {
+    let snapshot = table.metadata().current_snapshot().expect("snapshot");
+    let list = table
+        .manifest_list_reader(snapshot)
+        .load()
+        .await
+        .expect("manifest list");
+    let mut live = BTreeMap::new();
+    for manifest in list.entries() {
+        for e in manifest
+            .load_manifest(table.file_io())
+            .await
+            .expect("manifest")
+            .entries()
+            .iter()
+            .filter(|e| e.is_alive())
+        {
+            let previous = live.insert(
+                e.file_path().to_owned(),
+                (
+                    e.snapshot_id().expect("snapshot id"),
+                    e.sequence_number().expect("seq"),
+                    e.file_sequence_number.expect("file seq"),
+                    e.record_count(),
+                ),
+            );
+            assert!(previous.is_none(), "{} listed twice", e.file_path());
+        }
+    }
+    (list.entries().len(), live)
+}
+
+async fn recent_ids(table: &tlake_catalog::iceberg::table::Table) -> (usize, Vec<Vec<u8>>) {
+    let recent = tlake_catalog::recent::recent_event_ids(table, 2, 1_000_000)
+        .await
+        .expect("recent ids");
+    let mut ids: Vec<Vec<u8>> = (0..recent.ids.len())
+        .map(|i| recent.ids.value(i).to_vec())
+        .collect();
+    ids.sort();
+    (recent.appends, ids)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flush_manifests_are_merged_with_rows_progress_and_recent_ids_unchanged() {
+    let (flow, options) = small_files("merge", 8, 200).await;
+    let catalog = catalog().await;
+    let table = catalog.load_table(&flow.stream).await.expect("load");
+    let (manifests_before, entries_before) = live_entries(&table).await;
+    assert!(manifests_before >= 8, "{manifests_before} manifests");
+    let progress_before = catalog.progress(&flow.stream).await.expect("progress");
+    let (appends_before, recent_before) = recent_ids(&table).await;
+    assert_eq!(appends_before, 2);
+    assert!(!recent_before.is_empty());
+
+    // The rewrite is held off (min_files beyond the file count) so that the
+    // merge alone changes the table.
+    let settings = "min_files = 100000\nmax_manifests = 2\n";
+    let dry = maintain(&options, settings, &["--table", &flow.stream, "--dry-run"]);
+    assert_ok(&dry);
+    assert!(
+        dry.stdout.contains(&format!(
+            "manifests {manifests_before} -> {manifests_before}, due, commits 0"
+        )),
+        "{}",
+        dry.stdout
+    );
+    let run = maintain(&options, settings, &["--table", &flow.stream]);
+    assert_ok(&run);
+    eprintln!("{}", run.stdout);
+
+    let table = catalog.load_table(&flow.stream).await.expect("load");
+    let (manifests_after, entries_after) = live_entries(&table).await;
+    eprintln!("manifests {manifests_before} -> {manifests_after}");
+    assert!(manifests_after <= 2, "{manifests_after} manifests");
+    assert!(
+        run.stdout.contains(&format!(
+            "manifests {manifests_before} -> {manifests_after}, due, commits 1"
+        )),
+        "{}",
+        run.stdout
+    );
+    // The same live files, each with its adding snapshot, sequence numbers and rows.
+    assert_eq!(entries_after, entries_before);
+    let snapshot = table.metadata().current_snapshot().expect("snapshot");
+    assert_eq!(
+        snapshot.summary().operation,
+        tlake_catalog::iceberg::spec::Operation::Replace
+    );
+    let summary = &snapshot.summary().additional_properties;
+    assert_eq!(summary["tlake.maintenance"], "merge-manifests");
+    assert_eq!(summary["added-records"], "0");
+    assert_eq!(summary["deleted-records"], "0");
+
+    assert_rows_and_progress_unchanged(&flow, &catalog, &progress_before).await;
+
+    // The newest appends' ids are still found from the merged manifest.
+    assert_eq!(recent_ids(&table).await, (2, recent_before));
+
+    // Nothing more to merge.
+    let again = maintain(&options, settings, &["--table", &flow.stream]);
+    assert_ok(&again);
+    assert!(
+        again.stdout.contains(&format!(
+            "manifests {manifests_after} -> {manifests_after}, not due, commits 0"
+        )),
+        "{}",
+        again.stdout
+    );
 }
