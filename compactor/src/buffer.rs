@@ -29,7 +29,7 @@ use duckdb::Connection;
 
 use crate::decode::{EventKey, RecordInfo, Scanned};
 use crate::rows::Rows;
-use crate::write::Part;
+use crate::write::{Part, WriteError};
 
 /// Failure inside DuckDB or Arrow (a bug or out of memory; not retryable).
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,24 @@ pub struct TableStats {
     pub oldest: Option<Instant>,
     /// Newest event time buffered (µs).
     pub max_event_time_us: Option<i64>,
+}
+
+/// The rows a flush writes, in order: (buffered row number, day).
+#[derive(Debug, Default)]
+pub struct FlushOrder {
+    rows: Vec<(u32, i32)>,
+}
+
+impl FlushOrder {
+    /// Rows to write.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
 }
 
 /// Bytes of buffered records: fixed-size chunks that are kept across
@@ -126,8 +144,10 @@ struct PendingKeys {
 
 /// Key rows are handed to DuckDB in chunks of this many.
 const KEY_CHUNK: usize = 1 << 16;
-/// Rows per output batch.
-const OUT_ROWS: usize = 1 << 16;
+/// Rows per output part: small enough that a part's Arrow memory is
+/// reused by the next (no fresh pages per flush) and stays in cache until
+/// Parquet has encoded it.
+const OUT_ROWS: usize = 1 << 13;
 const DAY_US: i64 = 86_400_000_000;
 
 #[derive(Debug)]
@@ -275,19 +295,15 @@ impl Buffers {
             .map(|(n, b)| (n.as_str(), &b.stats))
     }
 
-    /// The rows to write for `table` in `target` (the table's Arrow schema):
-    /// deduplicated (first of each id, none already committed recently),
-    /// in parts of one day each, sorted by (service, event_time) within a day.
-    pub fn flush_rows(
-        &mut self,
-        table: &str,
-        target: &SchemaRef,
-    ) -> Result<Vec<Part>, BufferError> {
+    /// The order `table`'s buffered rows are written in: deduplicated
+    /// (first of each id, none already committed recently), by day, then
+    /// service, then event time — DuckDB's sort of the key rows.
+    pub fn flush_order(&mut self, table: &str) -> Result<FlushOrder, BufferError> {
         let Some(buffer) = self.tables.get_mut(table) else {
-            return Ok(Vec::new());
+            return Ok(FlushOrder::default());
         };
         if buffer.rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(FlushOrder::default());
         }
         append_keys(&self.db, buffer)?;
         let b = &buffer.sql_name;
@@ -299,44 +315,47 @@ impl Buffers {
              ORDER BY k.day, s.rank, k.event_time, k.idx"
         );
         let mut stmt = self.db.prepare(&sql)?;
-        let order: Vec<RecordBatch> = stmt.query_arrow([])?.collect();
-        let arena = &buffer.arena;
-        let mut out = Vec::new();
-        let mut rows = Rows::with_capacity(OUT_ROWS);
-        let mut day = None;
-        for chunk in &order {
+        let mut order = FlushOrder::default();
+        for chunk in stmt.query_arrow([])? {
             let indices = chunk.column(0).as_primitive::<Int64Type>();
             let days = chunk.column(1).as_primitive::<Int32Type>();
-            for (&idx, &d) in indices.values().iter().zip(days.values()) {
-                if rows.len() == OUT_ROWS || day.is_some_and(|day| day != d) {
-                    let full = std::mem::replace(&mut rows, Rows::with_capacity(OUT_ROWS));
-                    out.push(Part {
-                        day: Some(day.unwrap_or(d)),
-                        rows: full.finish(target).map_err(BufferError::Rows)?,
-                    });
-                }
-                day = Some(d);
-                let row = usize::try_from(idx)
-                    .ok()
-                    .and_then(|i| buffer.rows.get(i))
-                    .ok_or_else(|| BufferError::Rows(format!("no buffered row {idx}")))?;
-                let bytes = arena
-                    .get(row.start, row.len as usize)
-                    .ok_or_else(|| BufferError::Rows(format!("row {idx} outside the arena")))?;
-                let info = &buffer.records[row.record as usize];
-                rows.push(bytes, info, row.time_us)
-                    .map_err(BufferError::Rows)?;
+            for (&idx, &day) in indices.values().iter().zip(days.values()) {
+                let idx = u32::try_from(idx)
+                    .map_err(|_| BufferError::Rows(format!("row number {idx} out of range")))?;
+                order.rows.push((idx, day));
             }
         }
-        if let Some(day) = day.filter(|_| !rows.is_empty()) {
-            out.push(Part {
-                day: Some(day),
-                rows: rows.finish(target).map_err(BufferError::Rows)?,
-            });
-        }
-        Ok(out)
+        Ok(order)
     }
 
+    /// `table`'s rows in `order`, built in `target` (the table's Arrow
+    /// schema) a part at a time — at most [`OUT_ROWS`] rows of one day each
+    /// — so a flush never holds more than one part of Arrow memory and each
+    /// part reuses the memory the previous one gave back.
+    pub fn parts<'a>(
+        &'a self,
+        table: &str,
+        order: &'a FlushOrder,
+        target: &'a SchemaRef,
+    ) -> impl Iterator<Item = Result<Part, WriteError>> + 'a {
+        let buffer = self.tables.get(table);
+        let mut rest = order.rows.as_slice();
+        std::iter::from_fn(move || {
+            let &(_, day) = rest.first()?;
+            let Some(buffer) = buffer else {
+                rest = &[];
+                return Some(Err(WriteError::Rows("no buffer for this table".into())));
+            };
+            let n = rest
+                .iter()
+                .take(OUT_ROWS)
+                .take_while(|&&(_, d)| d == day)
+                .count();
+            let (this, next) = rest.split_at(n);
+            rest = next;
+            Some(build_part(buffer, this, day, target))
+        })
+    }
     /// After a commit: the flushed ids join the recent window, the buffer empties.
     pub fn committed(&mut self, table: &str) -> Result<(), BufferError> {
         let Some(buffer) = self.tables.get_mut(table) else {
@@ -461,6 +480,33 @@ impl TableBuffer {
     }
 }
 
+/// Rows `rows` (row number, day `day`) of `buffer` as one part.
+fn build_part(
+    buffer: &TableBuffer,
+    rows: &[(u32, i32)],
+    day: i32,
+    target: &SchemaRef,
+) -> Result<Part, WriteError> {
+    let mut out = Rows::with_capacity(rows.len());
+    for &(idx, _) in rows {
+        let row = buffer
+            .rows
+            .get(idx as usize)
+            .ok_or_else(|| WriteError::Rows(format!("no buffered row {idx}")))?;
+        let bytes = buffer
+            .arena
+            .get(row.start, row.len as usize)
+            .ok_or_else(|| WriteError::Rows(format!("row {idx} outside the arena")))?;
+        let info = &buffer.records[row.record as usize];
+        out.push(bytes, info, row.time_us)
+            .map_err(WriteError::Rows)?;
+    }
+    Ok(Part {
+        day: Some(day),
+        rows: out.finish(target).map_err(WriteError::Rows)?,
+    })
+}
+
 /// Hands the pending key rows to DuckDB.
 fn append_keys(db: &Connection, buffer: &mut TableBuffer) -> Result<(), BufferError> {
     let p = &mut buffer.pending;
@@ -542,11 +588,12 @@ mod tests {
     }
 
     fn flush(buffers: &mut Buffers) -> Vec<(Option<i32>, Vec<u8>, Vec<String>)> {
+        let order = buffers.flush_order("default").expect("flush order");
+        let target = target();
         buffers
-            .flush_rows("default", &target())
-            .expect("flush")
-            .into_iter()
+            .parts("default", &order, &target)
             .map(|p| {
+                let p = p.expect("part");
                 let ids = p.rows.column_by_name("event_id").expect("id");
                 let ids = ids.as_fixed_size_binary();
                 let services = p.rows.column_by_name("service").expect("service");

@@ -484,11 +484,8 @@ pub async fn rewrite_group(
     })?;
     let id = format!("rewrite-{}", uuid::Uuid::now_v7());
     // One partition's files: the spec's splitter sorts out the day.
-    let parts: Vec<Part> = sorted
-        .into_iter()
-        .map(|rows| Part { day: None, rows })
-        .collect();
-    let written = write_files(table, &parts, &id, target_file_bytes).await?;
+    let parts = sorted.into_iter().map(|rows| Ok(Part { day: None, rows }));
+    let written = write_files(table, parts, &id, target_file_bytes).await?;
     if written.rows != read {
         return Err(MaintainError::Rewrite {
             table: name,

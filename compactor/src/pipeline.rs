@@ -16,6 +16,7 @@ use arrow_array::builder::{
     BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::SchemaRef;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
@@ -28,7 +29,7 @@ use tlake_catalog::{
 };
 use tokio::runtime::Handle;
 
-use crate::buffer::Buffers;
+use crate::buffer::{Buffers, FlushOrder};
 use crate::config::Config;
 use crate::decode::{EventKey, Origin, scan};
 use crate::metrics::{Metrics, PartitionLabels, TableLabels};
@@ -230,6 +231,18 @@ struct DeadLetter {
     offset: i64,
     reason: String,
     at_us: i64,
+}
+
+/// The rows a flush writes.
+enum Source<'a> {
+    /// A table's buffer, in `order`, built in `target` as they are written
+    /// (and again if the write is retried).
+    Buffered {
+        order: &'a FlushOrder,
+        target: &'a SchemaRef,
+    },
+    /// Rows already built (dead letters).
+    Batch(Part),
 }
 
 /// Why a flush stopped early.
@@ -579,9 +592,14 @@ impl Pipeline {
             let target = self.table(&name, TableKind::Logs)?;
             let target = schema_to_arrow_schema(target.metadata().current_schema())
                 .map_err(|e| PipelineError::Write(e.into()))?;
-            let parts = self.buffers.flush_rows(&name, &Arc::new(target))?;
-            let rows: usize = parts.iter().map(|p| p.rows.num_rows()).sum();
-            match self.write_and_commit(&name, TableKind::Logs, &parts, &cut, max_event_time) {
+            let target = Arc::new(target);
+            let order = self.buffers.flush_order(&name)?;
+            let rows = order.len();
+            let source = Source::Buffered {
+                order: &order,
+                target: &target,
+            };
+            match self.write_and_commit(&name, TableKind::Logs, source, &cut, max_event_time) {
                 Ok(bytes) => {
                     let labels = TableLabels {
                         table: name.clone(),
@@ -617,10 +635,10 @@ impl Pipeline {
             match self.write_and_commit(
                 DEAD_LETTER_TABLE,
                 TableKind::DeadLetters,
-                &[Part {
+                Source::Batch(Part {
                     day: None,
                     rows: batch,
-                }],
+                }),
                 &cut,
                 None,
             ) {
@@ -647,13 +665,13 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Writes `parts` as data files of `name` and commits them with the cut's offsets.
+    /// Writes `source`'s rows as data files of `name` and commits them with the cut's offsets.
     /// Returns Parquet bytes written.
     fn write_and_commit(
         &mut self,
         name: &str,
         kind: TableKind,
-        parts: &[Part],
+        source: Source<'_>,
         cut: &BTreeMap<Tp, i64>,
         max_event_time_us: Option<i64>,
     ) -> Result<u64, FlushStop> {
@@ -661,7 +679,10 @@ impl Pipeline {
             .table(name, kind)
             .map_err(|e| FlushStop::Fatal(Box::new(e)))?;
         let flush_id = uuid::Uuid::now_v7();
-        let rows: usize = parts.iter().map(|p| p.rows.num_rows()).sum();
+        let rows = match &source {
+            Source::Buffered { order, .. } => order.len(),
+            Source::Batch(part) => part.rows.num_rows(),
+        };
         // Offsets this flush moves: partitions whose cut is past what the
         // table holds, with what it holds as the fencing base.
         let mut expected: BTreeMap<String, BTreeMap<i32, Option<i64>>> = BTreeMap::new();
@@ -684,12 +705,23 @@ impl Pipeline {
         } else {
             let mut delay = Duration::from_millis(200);
             loop {
-                match self.shared.rt.block_on(write_files(
-                    &table,
-                    parts,
-                    &flush_id.to_string(),
-                    self.config.flush.target_file_bytes,
-                )) {
+                let (id, target_bytes) =
+                    (flush_id.to_string(), self.config.flush.target_file_bytes);
+                let attempt = match &source {
+                    Source::Buffered { order, target } => self.shared.rt.block_on(write_files(
+                        &table,
+                        self.buffers.parts(name, order, target),
+                        &id,
+                        target_bytes,
+                    )),
+                    Source::Batch(part) => self.shared.rt.block_on(write_files(
+                        &table,
+                        [Ok(part.clone())],
+                        &id,
+                        target_bytes,
+                    )),
+                };
+                match attempt {
                     Ok(w) => break w,
                     Err(crate::write::WriteError::Iceberg(e)) => {
                         if self.shared.stop.load(Ordering::Relaxed)

@@ -27,6 +27,9 @@ pub enum WriteError {
     /// From iceberg-rust (storage, partitioning, Parquet).
     #[error("writing data files: {0}")]
     Iceberg(#[from] iceberg::Error),
+    /// Buffered events did not turn into rows (a bug: they were validated).
+    #[error("building rows: {0}")]
+    Rows(String),
     /// A buffered column cannot be converted to the table's type.
     #[error("column {column} cannot be converted to the table's type: {reason}")]
     Convert {
@@ -113,7 +116,7 @@ pub fn conform(
 }
 
 /// Rows to write.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Part {
     /// Days since 1970-01-01 (UTC) of every row's event time, when known:
     /// lets a table partitioned by `day(event_time)` skip per-row splitting.
@@ -141,10 +144,11 @@ fn day_key(metadata: &iceberg::spec::TableMetadata, day: i32) -> Option<Partitio
 }
 
 /// Writes `parts` into new data files of `table`, named after `flush_id`
-/// (unique per flush, so a retried flush never reuses a file name).
+/// (unique per flush, so a retried flush never reuses a file name). Parts
+/// are taken one at a time, so they can be built as they are written.
 pub async fn write_files(
     table: &Table,
-    parts: &[Part],
+    parts: impl IntoIterator<Item = Result<Part, WriteError>>,
     flush_id: &str,
     target_file_bytes: u64,
 ) -> Result<Written, WriteError> {
@@ -161,10 +165,13 @@ pub async fn write_files(
     );
     let builder = DataFileWriterBuilder::new(rolling);
     let mut rows = 0u64;
+    let parts = parts
+        .into_iter()
+        .filter(|p| p.as_ref().map_or(true, |p| p.rows.num_rows() > 0));
     let files = if spec.is_unpartitioned() {
         let mut writer = builder.build(None).await?;
-        for part in parts.iter().filter(|p| p.rows.num_rows() > 0) {
-            let batch = conform(&part.rows, &arrow_schema)?;
+        for part in parts {
+            let batch = conform(&part?.rows, &arrow_schema)?;
             rows += batch.num_rows() as u64;
             writer.write(batch).await?;
         }
@@ -172,7 +179,8 @@ pub async fn write_files(
     } else {
         let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(schema, spec)?;
         let mut writer = FanoutWriter::new(builder);
-        for part in parts.iter().filter(|p| p.rows.num_rows() > 0) {
+        for part in parts {
+            let part = part?;
             let batch = conform(&part.rows, &arrow_schema)?;
             rows += batch.num_rows() as u64;
             match part.day.and_then(|day| day_key(metadata, day)) {

@@ -36,14 +36,13 @@ fn rows(n: usize, day: i64) -> (Vec<[u8; 16]>, RecordBatch) {
 async fn write(catalog: &LakeCatalog, table: &str, batches: &[RecordBatch]) -> Vec<DataFile> {
     let loaded = catalog.load_table(table).await.expect("load");
     let flush_id = uuid::Uuid::now_v7().to_string();
-    let parts: Vec<Part> = batches
-        .iter()
-        .map(|rows| Part {
+    let parts = batches.iter().map(|rows| {
+        Ok(Part {
             day: None,
             rows: rows.clone(),
         })
-        .collect();
-    tlake_compactor::write::write_files(&loaded, &parts, &flush_id, 128 << 20)
+    });
+    tlake_compactor::write::write_files(&loaded, parts, &flush_id, 128 << 20)
         .await
         .expect("write data files")
         .files
