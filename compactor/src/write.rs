@@ -17,7 +17,7 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -84,6 +84,28 @@ fn writer_properties() -> WriterProperties {
         props = props.set_column_statistics_enabled(
             ColumnPath::from(column.split('.').map(str::to_owned).collect::<Vec<_>>()),
             EnabledStatistics::None,
+        );
+    }
+    // Times are near-sorted within a part: deltas are a few bits each,
+    // and zstd gets an eighth of the bytes.
+    for column in ["event_time", "observed_time"] {
+        props = props.set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
+    }
+    // Free-form values (ids, counters): the dictionary grows until Parquet
+    // gives up on it; zstd finds the repeats anyway.
+    props = props.set_column_dictionary_enabled(
+        ColumnPath::from(vec![
+            "attributes".to_owned(),
+            "key_value".to_owned(),
+            "value".to_owned(),
+        ]),
+        false,
+    );
+    // Random bytes do not compress: the cheapest level gets the same size.
+    for column in ["trace_id", "span_id", "event_id"] {
+        props = props.set_column_compression(
+            ColumnPath::from(column),
+            Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
         );
     }
     props.build()
