@@ -148,6 +148,8 @@ const KEY_CHUNK: usize = 1 << 16;
 /// reused by the next (no fresh pages per flush) and stays in cache until
 /// Parquet has encoded it.
 const OUT_ROWS: usize = 1 << 13;
+/// Encoded bytes per output part, at most (one event may be larger).
+const OUT_BYTES: usize = 64 << 20;
 const DAY_US: i64 = 86_400_000_000;
 
 #[derive(Debug)]
@@ -346,16 +348,23 @@ impl Buffers {
                 rest = &[];
                 return Some(Err(WriteError::Rows("no buffer for this table".into())));
             };
+            // At least one row; a part's text stays far below Arrow's 2 GiB.
+            let mut bytes = 0usize;
             let n = rest
                 .iter()
                 .take(OUT_ROWS)
-                .take_while(|&&(_, d)| d == day)
+                .take_while(|&&(idx, d)| {
+                    let fits = bytes < OUT_BYTES;
+                    bytes += buffer.rows.get(idx as usize).map_or(0, |r| r.len as usize);
+                    d == day && fits
+                })
                 .count();
             let (this, next) = rest.split_at(n);
             rest = next;
             Some(build_part(buffer, this, day, target))
         })
     }
+
     /// After a commit: the flushed ids join the recent window, the buffer empties.
     pub fn committed(&mut self, table: &str) -> Result<(), BufferError> {
         let Some(buffer) = self.tables.get_mut(table) else {
@@ -398,8 +407,9 @@ impl Buffers {
 /// `window_ids` ids, fewer (oldest forgotten first).
 #[derive(Debug)]
 struct SeenIds {
-    /// id → the flush it belongs to.
-    flush_of: HashMap<[u8; 16], u64>,
+    /// id → the flush it belongs to. Hashed with a seeded fast hash
+    /// (SipHash was a tenth of the arrival cost); ids come from clients.
+    flush_of: HashMap<[u8; 16], u64, foldhash::quality::RandomState>,
     /// Ids per flush, oldest first; the last entry is the buffer's.
     flushes: VecDeque<(u64, Vec<[u8; 16]>)>,
 }
@@ -407,7 +417,7 @@ struct SeenIds {
 impl SeenIds {
     fn new() -> Self {
         Self {
-            flush_of: HashMap::new(),
+            flush_of: HashMap::default(),
             flushes: VecDeque::from([(1, Vec::new())]),
         }
     }
@@ -487,7 +497,12 @@ fn build_part(
     day: i32,
     target: &SchemaRef,
 ) -> Result<Part, WriteError> {
-    let mut out = Rows::with_capacity(rows.len());
+    let bytes = rows
+        .iter()
+        .filter_map(|&(idx, _)| buffer.rows.get(idx as usize))
+        .map(|r| r.len as usize)
+        .sum();
+    let mut out = Rows::with_capacity(rows.len(), bytes);
     for &(idx, _) in rows {
         let row = buffer
             .rows

@@ -360,7 +360,7 @@ mod tests {
         let scanned = scan(payload, ORIGIN, &mut keys)?;
         let target =
             Arc::new(schema_to_arrow_schema(&TableKind::Logs.schema()).expect("arrow schema"));
-        let mut rows = Rows::with_capacity(keys.len());
+        let mut rows = Rows::with_capacity(keys.len(), scanned.bytes.len());
         for k in &keys {
             let bytes = &scanned.bytes[k.start as usize..(k.start + k.len) as usize];
             rows.push(bytes, &scanned.info, k.time_us)

@@ -5,47 +5,104 @@
 //! Every byte reaching here was validated by [`crate::decode::scan`], so an
 //! error is a bug, reported and never a panic.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, FixedSizeBinaryBuilder, Int32Builder, Int64Builder, LargeBinaryBuilder,
-    StringBuilder, TimestampMicrosecondBuilder,
+    FixedSizeBinaryBuilder, LargeBinaryBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{
-    Array, ArrayRef, Int32Array, Int64Array, MapArray, RecordBatch, StructArray,
+    Array, ArrayRef, Int32Array, Int64Array, MapArray, RecordBatch, StringArray, StructArray,
     TimestampMicrosecondArray, new_null_array,
 };
-use arrow_buffer::OffsetBuffer;
+use arrow_buffer::{Buffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, FieldRef, Fields, SchemaRef, TimeUnit};
 
 use crate::decode::{RecordInfo, any_text, nanos_to_micros};
 use crate::wire::{self, Any, Reader, Wire};
 
+/// A string column under construction: values appended as bytes, checked
+/// as UTF-8 once for the whole column when it is finished (the events were
+/// validated when they arrived; this keeps Arrow's promise without a
+/// check per value).
+#[derive(Debug)]
+struct TextColumn {
+    offsets: Vec<i32>,
+    values: Vec<u8>,
+    nulls: NullBufferBuilder,
+}
+
+impl TextColumn {
+    fn with_capacity(rows: usize, bytes: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Self {
+            offsets,
+            values: Vec::with_capacity(bytes),
+            nulls: NullBufferBuilder::new(rows),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    #[inline]
+    fn push(&mut self, value: &[u8]) -> Result<(), String> {
+        self.values.extend_from_slice(value);
+        let end = i32::try_from(self.values.len()).map_err(|_| "string column over 2 GiB")?;
+        self.offsets.push(end);
+        self.nulls.append_non_null();
+        Ok(())
+    }
+
+    #[inline]
+    fn push_option(&mut self, value: Option<&[u8]>) -> Result<(), String> {
+        match value {
+            Some(v) => self.push(v),
+            None => {
+                self.offsets
+                    .push(*self.offsets.last().expect("starts with 0"));
+                self.nulls.append_null();
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<StringArray, String> {
+        // Offsets start at 0 and never decrease: a valid offset buffer.
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
+        StringArray::try_new(offsets, Buffer::from_vec(self.values), self.nulls.finish())
+            .map_err(|e| format!("string column: {e}"))
+    }
+}
+
 /// A `map<string,string>` column under construction.
 #[derive(Debug)]
 struct MapColumn {
-    keys: StringBuilder,
-    values: StringBuilder,
+    keys: TextColumn,
+    values: TextColumn,
     offsets: Vec<i32>,
 }
 
 impl MapColumn {
-    fn with_capacity(rows: usize) -> Self {
+    fn with_capacity(rows: usize, entries: usize, bytes: usize) -> Self {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
         Self {
-            keys: StringBuilder::new(),
-            values: StringBuilder::new(),
+            keys: TextColumn::with_capacity(entries, bytes / 2),
+            values: TextColumn::with_capacity(entries, bytes / 2),
             offsets,
         }
     }
 
-    fn push(&mut self, key: &str, value: &str) {
-        self.keys.append_value(key);
-        self.values.append_value(value);
+    #[inline]
+    fn push(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        self.keys.push(key)?;
+        self.values.push(value)
     }
 
     fn end_row(&mut self) -> Result<(), String> {
@@ -54,14 +111,17 @@ impl MapColumn {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<ArrayRef, String> {
+    fn finish(self) -> Result<ArrayRef, String> {
         let fields = Fields::from(vec![
             Field::new("key", DataType::Utf8, false),
             Field::new("value", DataType::Utf8, true),
         ]);
         let entries = StructArray::try_new(
             fields.clone(),
-            vec![Arc::new(self.keys.finish()), Arc::new(self.values.finish())],
+            vec![
+                Arc::new(self.keys.finish()?),
+                Arc::new(self.values.finish()?),
+            ],
             None,
         )
         .map_err(|e| e.to_string())?;
@@ -78,6 +138,59 @@ impl MapColumn {
     }
 }
 
+/// An attribute value as read back: the bytes of a plain string (the
+/// common case), or a value that needs rendering.
+#[derive(Debug, Clone, Copy)]
+enum Text<'a> {
+    Bytes(&'a [u8]),
+    Value(Option<Any<'a>>),
+}
+
+impl<'a> Text<'a> {
+    fn resolve(self) -> Result<Cow<'a, [u8]>, String> {
+        match self {
+            Text::Bytes(b) => Ok(Cow::Borrowed(b)),
+            Text::Value(None) => Ok(Cow::Borrowed(b"")),
+            Text::Value(Some(v)) => Ok(match any_text(v)? {
+                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+            }),
+        }
+    }
+}
+
+/// The string of an encoded `AnyValue` that holds only a string (field 1
+/// once, nothing else) — as prost reads it; anything else is `None`.
+#[inline]
+fn plain_string(any_value: &[u8]) -> Option<&[u8]> {
+    let mut r = Reader::new(any_value);
+    match r.field() {
+        Ok(Some((1, Wire::Len))) => {}
+        _ => return None,
+    }
+    let s = r.bytes().ok()?;
+    matches!(r.field(), Ok(None)).then_some(s)
+}
+
+/// An encoded `KeyValue` read back: key bytes and value. Exactly
+/// `key, value` in that order with a plain string takes the short way;
+/// anything else is read by the validating reader.
+#[inline]
+fn key_value(bytes: &[u8]) -> wire::WireResult<(&[u8], Text<'_>)> {
+    let mut r = Reader::new(bytes);
+    if let Ok(Some((1, Wire::Len))) = r.field()
+        && let Ok(key) = r.bytes()
+        && let Ok(Some((2, Wire::Len))) = r.field()
+        && let Ok(value) = r.bytes()
+        && let Ok(None) = r.field()
+        && let Some(text) = plain_string(value)
+    {
+        return Ok((key, Text::Bytes(text)));
+    }
+    let (key, value) = wire::key_value(bytes, wire::PROST_DEPTH)?;
+    Ok((key.as_bytes(), Text::Value(value)))
+}
+
 /// Rows under construction.
 #[derive(Debug)]
 pub struct Rows<'a> {
@@ -85,42 +198,42 @@ pub struct Rows<'a> {
     event_id: FixedSizeBinaryBuilder,
     event_time: Vec<i64>,
     observed: TimestampMicrosecondBuilder,
-    severity_number: Int32Builder,
-    severity_text: StringBuilder,
-    body: StringBuilder,
-    event_name: StringBuilder,
-    scope_name: StringBuilder,
-    service: StringBuilder,
+    severity_number: Vec<i32>,
+    severity_text: TextColumn,
+    body: TextColumn,
+    event_name: TextColumn,
+    scope_name: TextColumn,
+    service: TextColumn,
     trace_id: LargeBinaryBuilder,
     span_id: LargeBinaryBuilder,
-    flags: Int64Builder,
+    flags: Vec<i64>,
     attributes: MapColumn,
     resource: MapColumn,
     received: Vec<i64>,
     kafka_partition: Vec<i32>,
     kafka_offset: Vec<i64>,
-    scratch: Vec<(&'a str, Option<Any<'a>>)>,
+    scratch: Vec<(&'a [u8], Text<'a>)>,
 }
 
 impl<'a> Rows<'a> {
-    /// Room for `rows` rows.
-    pub fn with_capacity(rows: usize) -> Self {
+    /// Room for `rows` rows of about `bytes` encoded bytes in all.
+    pub fn with_capacity(rows: usize, bytes: usize) -> Self {
         Self {
             len: 0,
             event_id: FixedSizeBinaryBuilder::with_capacity(rows, 16),
             event_time: Vec::with_capacity(rows),
             observed: TimestampMicrosecondBuilder::with_capacity(rows),
-            severity_number: Int32Builder::with_capacity(rows),
-            severity_text: StringBuilder::with_capacity(rows, rows * 5),
-            body: StringBuilder::with_capacity(rows, rows * 96),
-            event_name: StringBuilder::with_capacity(rows, 0),
-            scope_name: StringBuilder::with_capacity(rows, 0),
-            service: StringBuilder::with_capacity(rows, rows * 12),
+            severity_number: Vec::with_capacity(rows),
+            severity_text: TextColumn::with_capacity(rows, rows * 5),
+            body: TextColumn::with_capacity(rows, bytes / 2),
+            event_name: TextColumn::with_capacity(rows, 0),
+            scope_name: TextColumn::with_capacity(rows, rows * 12),
+            service: TextColumn::with_capacity(rows, rows * 12),
             trace_id: LargeBinaryBuilder::with_capacity(rows, rows * 16),
             span_id: LargeBinaryBuilder::with_capacity(rows, rows * 8),
-            flags: Int64Builder::with_capacity(rows),
-            attributes: MapColumn::with_capacity(rows),
-            resource: MapColumn::with_capacity(rows),
+            flags: Vec::with_capacity(rows),
+            attributes: MapColumn::with_capacity(rows, rows * 4, bytes / 2),
+            resource: MapColumn::with_capacity(rows, rows * 2, rows * 32),
             received: Vec::with_capacity(rows),
             kafka_partition: Vec::with_capacity(rows),
             kafka_offset: Vec::with_capacity(rows),
@@ -144,20 +257,17 @@ impl<'a> Rows<'a> {
         let mut id: &[u8] = &[];
         let mut observed_ns = 0u64;
         let mut severity_number = 0i32;
-        let (mut severity_text, mut event_name, mut scope_name) = ("", "", "");
-        let mut body: Option<Any<'a>> = None;
+        let (mut severity_text, mut event_name, mut scope_name): (&[u8], &[u8], &[u8]) =
+            (&[], &[], &[]);
+        let mut body: Option<&'a [u8]> = None;
         let (mut trace_id, mut span_id): (&[u8], &[u8]) = (&[], &[]);
         let mut flags = 0u32;
         self.scratch.clear();
         let bug = |e: wire::WireError| format!("validated event does not read back: {}", e.0);
+        let len = |r: &mut Reader<'a>, w| r.expect(w, Wire::Len).and_then(Reader::bytes);
         while let Some((field, w)) = r.field().map_err(bug)? {
             match field {
-                1 => {
-                    id = r
-                        .expect(w, Wire::Len)
-                        .and_then(Reader::bytes)
-                        .map_err(bug)?
-                }
+                1 => id = len(&mut r, w).map_err(bug)?,
                 3 => {
                     observed_ns = r
                         .expect(w, Wire::I64)
@@ -171,96 +281,64 @@ impl<'a> Rows<'a> {
                         .and_then(Reader::varint)
                         .map_err(bug)? as i32
                 }
-                5 => {
-                    severity_text = r
-                        .expect(w, Wire::Len)
-                        .and_then(Reader::string)
-                        .map_err(bug)?
-                }
-                6 => {
-                    let bytes = r
-                        .expect(w, Wire::Len)
-                        .and_then(Reader::bytes)
-                        .map_err(bug)?;
-                    body = Some(wire::any_value(bytes, wire::PROST_DEPTH).map_err(bug)?);
-                }
+                5 => severity_text = len(&mut r, w).map_err(bug)?,
+                6 => body = Some(len(&mut r, w).map_err(bug)?),
                 7 => {
-                    let bytes = r
-                        .expect(w, Wire::Len)
-                        .and_then(Reader::bytes)
-                        .map_err(bug)?;
-                    self.scratch
-                        .push(wire::key_value(bytes, wire::PROST_DEPTH).map_err(bug)?);
+                    let kv = len(&mut r, w).map_err(bug)?;
+                    self.scratch.push(key_value(kv).map_err(bug)?);
                 }
-                8 => {
-                    trace_id = r
-                        .expect(w, Wire::Len)
-                        .and_then(Reader::bytes)
-                        .map_err(bug)?
-                }
-                9 => {
-                    span_id = r
-                        .expect(w, Wire::Len)
-                        .and_then(Reader::bytes)
-                        .map_err(bug)?
-                }
+                8 => trace_id = len(&mut r, w).map_err(bug)?,
+                9 => span_id = len(&mut r, w).map_err(bug)?,
                 10 => {
                     flags = r
                         .expect(w, Wire::I32)
                         .and_then(Reader::fixed32)
                         .map_err(bug)?
                 }
-                11 => {
-                    event_name = r
-                        .expect(w, Wire::Len)
-                        .and_then(Reader::string)
-                        .map_err(bug)?
-                }
-                12 => {
-                    scope_name = r
-                        .expect(w, Wire::Len)
-                        .and_then(Reader::string)
-                        .map_err(bug)?
-                }
+                11 => event_name = len(&mut r, w).map_err(bug)?,
+                12 => scope_name = len(&mut r, w).map_err(bug)?,
                 _ => r.skip(w).map_err(bug)?,
             }
         }
         self.event_id.append_value(id).map_err(|e| e.to_string())?;
         self.event_time.push(time_us);
         self.observed.append_option(nanos_to_micros(observed_ns));
-        self.severity_number.append_value(severity_number);
-        self.severity_text.append_option(non_empty(severity_text));
+        self.severity_number.push(severity_number);
+        self.severity_text.push_option(non_empty(severity_text))?;
         match body {
-            Some(Any::Str(text)) => self.body.append_value(text),
-            Some(value @ Any::Other(_)) => self.body.append_value(any_text(value)?),
-            Some(Any::Empty) | None => self.body.append_null(),
+            None => self.body.push_option(None)?,
+            Some(bytes) => match plain_string(bytes) {
+                Some(text) => self.body.push(text)?,
+                None => match wire::any_value(bytes, wire::PROST_DEPTH).map_err(bug)? {
+                    Any::Empty => self.body.push_option(None)?,
+                    value => self.body.push(any_text(value)?.as_bytes())?,
+                },
+            },
         }
-        self.event_name.append_option(non_empty(event_name));
-        self.scope_name.append_option(non_empty(scope_name));
-        self.service.append_option(info.service.as_deref());
-        self.trace_id.append_option(non_empty_bytes(trace_id));
-        self.span_id.append_option(non_empty_bytes(span_id));
-        self.flags.append_value(i64::from(flags));
+        self.event_name.push_option(non_empty(event_name))?;
+        self.scope_name.push_option(non_empty(scope_name))?;
+        self.service
+            .push_option(info.service.as_deref().map(str::as_bytes))?;
+        self.trace_id.append_option(non_empty(trace_id));
+        self.span_id.append_option(non_empty(span_id));
+        self.flags.push(i64::from(flags));
         if has_repeated_keys(&self.scratch) {
             // The last value of a repeated key wins; keys in order.
-            let mut unique: BTreeMap<&str, Option<Any<'_>>> = BTreeMap::new();
+            let mut unique: BTreeMap<&[u8], Text<'_>> = BTreeMap::new();
             for &(k, v) in &self.scratch {
                 unique.insert(k, v);
             }
             for (k, v) in unique {
-                self.attributes.push(k, &value_text(v)?);
+                self.attributes.push(k, &v.resolve()?)?;
             }
         } else {
             for &(k, v) in &self.scratch {
-                match v {
-                    Some(Any::Str(text)) => self.attributes.push(k, text),
-                    other => self.attributes.push(k, &value_text(other)?),
-                }
+                self.attributes.push(k, &v.resolve()?)?;
             }
         }
         self.attributes.end_row()?;
         for (k, v) in &info.resource {
-            self.resource.push(k, v);
+            self.resource.push(k.as_bytes(), v.as_bytes())?;
         }
         self.resource.end_row()?;
         self.received.push(info.received_us);
@@ -280,15 +358,18 @@ impl<'a> Rows<'a> {
             ("event_id", Arc::new(self.event_id.finish())),
             ("event_time", ts(self.event_time)),
             ("observed_time", Arc::new(self.observed.finish())),
-            ("severity_number", Arc::new(self.severity_number.finish())),
-            ("severity_text", Arc::new(self.severity_text.finish())),
-            ("body", Arc::new(self.body.finish())),
-            ("event_name", Arc::new(self.event_name.finish())),
-            ("scope_name", Arc::new(self.scope_name.finish())),
-            ("service", Arc::new(self.service.finish())),
+            (
+                "severity_number",
+                Arc::new(Int32Array::from(self.severity_number)),
+            ),
+            ("severity_text", Arc::new(self.severity_text.finish()?)),
+            ("body", Arc::new(self.body.finish()?)),
+            ("event_name", Arc::new(self.event_name.finish()?)),
+            ("scope_name", Arc::new(self.scope_name.finish()?)),
+            ("service", Arc::new(self.service.finish()?)),
             ("trace_id", Arc::new(self.trace_id.finish())),
             ("span_id", Arc::new(self.span_id.finish())),
-            ("flags", Arc::new(self.flags.finish())),
+            ("flags", Arc::new(Int64Array::from(self.flags))),
             ("attributes", self.attributes.finish()?),
             ("resource", self.resource.finish()?),
             ("received_at", ts(self.received)),
@@ -354,19 +435,11 @@ pub fn fit(array: ArrayRef, field: &FieldRef) -> Result<ArrayRef, String> {
     }
 }
 
-fn non_empty(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
-}
-
-fn non_empty_bytes(b: &[u8]) -> Option<&[u8]> {
+fn non_empty(b: &[u8]) -> Option<&[u8]> {
     (!b.is_empty()).then_some(b)
 }
 
-fn value_text(value: Option<Any<'_>>) -> Result<std::borrow::Cow<'_, str>, String> {
-    value.map_or(Ok(std::borrow::Cow::Borrowed("")), any_text)
-}
-
-fn has_repeated_keys(kvs: &[(&str, Option<Any<'_>>)]) -> bool {
+fn has_repeated_keys(kvs: &[(&[u8], Text<'_>)]) -> bool {
     if kvs.len() <= 16 {
         kvs.iter()
             .enumerate()

@@ -72,15 +72,25 @@ impl<'a> Reader<'a> {
     }
 
     /// A varint (up to 10 bytes, as prost accepts).
-    #[inline]
+    #[inline(always)]
     pub fn varint(&mut self) -> WireResult<u64> {
-        // Most varints here (tags, lengths) are one byte.
-        if let Some(&byte) = self.buf.get(self.pos)
-            && byte < 0x80
-        {
-            self.pos += 1;
-            return Ok(u64::from(byte));
+        // Most varints here (tags, lengths) are one byte; lengths of
+        // events and bodies often two.
+        match self.buf.get(self.pos..) {
+            Some([b0, ..]) if *b0 < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(*b0))
+            }
+            Some([b0, b1, ..]) if *b1 < 0x80 => {
+                self.pos += 2;
+                Ok(u64::from(b0 & 0x7f) | (u64::from(*b1) << 7))
+            }
+            _ => self.varint_long(),
         }
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> WireResult<u64> {
         let mut value = 0u64;
         for i in 0..10 {
             let Some(&byte) = self.buf.get(self.pos) else {
