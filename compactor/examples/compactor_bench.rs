@@ -106,6 +106,30 @@ struct Setup {
     producer: FutureProducer,
 }
 
+impl Setup {
+    /// Deletes the run's topic (each run writes hundreds of MB to Kafka;
+    /// the table stays for inspection).
+    async fn drop_topic(&self) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .expect("admin");
+        match admin
+            .delete_topics(&[&self.topic], &AdminOptions::new())
+            .await
+        {
+            Ok(results) => {
+                for r in results {
+                    if let Err((topic, e)) = r {
+                        eprintln!("warning: topic {topic} not deleted: {e}");
+                    }
+                }
+            }
+            Err(e) => eprintln!("warning: topic {} not deleted: {e}", self.topic),
+        }
+    }
+}
+
 async fn setup(name: &str) -> Setup {
     let brokers = env("TLAKE_KAFKA_BROKERS", "127.0.0.1:9092");
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -299,8 +323,12 @@ fn covered(offsets: &tlake_catalog::Offsets, topic: &str, ends: &BTreeMap<i32, i
     })
 }
 
-async fn table_size(s: &Setup) -> (u64, u64) {
+/// (rows, Parquet bytes, commits) of the run's table.
+async fn table_size(s: &Setup) -> (u64, u64, usize) {
     let table = s.catalog.load_table(&s.stream).await.expect("table");
+    // A fresh table: one sequence number per commit (Nessie lists only
+    // the current snapshot).
+    let commits = usize::try_from(table.metadata().last_sequence_number()).unwrap_or(0);
     let summary = &table
         .metadata()
         .current_snapshot()
@@ -308,7 +336,7 @@ async fn table_size(s: &Setup) -> (u64, u64) {
         .summary()
         .additional_properties;
     let get = |k: &str| summary.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (get("total-records"), get("total-files-size"))
+    (get("total-records"), get("total-files-size"), commits)
 }
 
 async fn drain(name: &str, events: Vec<LogEvent>) {
@@ -337,12 +365,13 @@ async fn drain(name: &str, events: Vec<LogEvent>) {
     let cpu = cpu_seconds(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    let (rows, bytes) = table_size(&s).await;
+    let (rows, bytes, commits) = table_size(&s).await;
+    s.drop_topic().await;
     assert_eq!(rows as usize, n, "rows in table");
     println!(
         "{name}: {n} events, {:.0} B/event encoded, {:.1} MB in Kafka; wall {elapsed:.2} s (incl. start-up), \
          compactor CPU {cpu:.2} s\n  {:.0} events/s wall, {:.1} MB/s wall; {:.0} events per CPU-second, {:.1} MB per CPU-second\n  \
-         on disk: {bytes} bytes Parquet = {:.1} bytes/event",
+         on disk: {bytes} bytes Parquet = {:.1} bytes/event; {commits} commits",
         raw as f64 / n as f64,
         kafka_bytes as f64 / 1e6,
         n as f64 / elapsed,
@@ -406,6 +435,7 @@ async fn freshness(rate: u64, seconds: u64) {
     let seen = watcher.await.expect("watcher");
     let _ = child.kill();
     let _ = child.wait();
+    s.drop_topic().await;
     let mut lat: Vec<(f64, usize)> = Vec::new();
     for (p, o, count, at) in &produced {
         let visible = seen
