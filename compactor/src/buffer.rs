@@ -148,7 +148,8 @@ const KEY_CHUNK: usize = 1 << 16;
 /// reused by the next (no fresh pages per flush) and stays in cache until
 /// Parquet has encoded it.
 const OUT_ROWS: usize = 1 << 13;
-/// Encoded bytes per output part, at most (one event may be larger).
+/// Bytes per output part: the events' encoded bytes plus the record text
+/// each row repeats; a part goes over by at most its last row.
 const OUT_BYTES: usize = 64 << 20;
 const DAY_US: i64 = 86_400_000_000;
 
@@ -158,6 +159,9 @@ struct TableBuffer {
     stats: TableStats,
     arena: Arena,
     records: Vec<RecordInfo>,
+    /// Per record: the text every one of its rows repeats (service name,
+    /// resource attributes), counted against a part's byte budget.
+    record_text: Vec<usize>,
     rows: Vec<Row>,
     pending: PendingKeys,
     /// service name → its number in `<sql_name>_svc` (0 is no service).
@@ -172,6 +176,9 @@ pub struct Buffers {
     tables: HashMap<String, TableBuffer>,
     window_flushes: usize,
     window_ids: usize,
+    /// Part limits ([`OUT_ROWS`], [`OUT_BYTES`]; smaller in tests).
+    part_rows: usize,
+    part_bytes: usize,
 }
 
 fn key_schema() -> Arc<Schema> {
@@ -196,6 +203,8 @@ impl Buffers {
             tables: HashMap::new(),
             window_flushes: window_flushes as usize,
             window_ids,
+            part_rows: OUT_ROWS,
+            part_bytes: OUT_BYTES,
         })
     }
 
@@ -215,6 +224,7 @@ impl Buffers {
                     stats: TableStats::default(),
                     arena: Arena::default(),
                     records: Vec::new(),
+                    record_text: Vec::new(),
                     rows: Vec::new(),
                     pending: PendingKeys::default(),
                     services: HashMap::new(),
@@ -257,7 +267,15 @@ impl Buffers {
         };
         let base = buffer.arena.push(&record.bytes);
         let record_no = u32::try_from(buffer.records.len()).unwrap_or(u32::MAX);
+        let repeated = record.info.service.as_ref().map_or(0, String::len)
+            + record
+                .info
+                .resource
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
         buffer.records.push(record.info);
+        buffer.record_text.push(repeated);
         let pending = &mut buffer.pending;
         for key in keys {
             if !buffer.seen.insert(key.id) {
@@ -344,6 +362,7 @@ impl Buffers {
         target: &'a SchemaRef,
     ) -> impl Iterator<Item = Result<Part, WriteError>> + 'a {
         let buffer = self.tables.get(table);
+        let (part_rows, part_bytes) = (self.part_rows, self.part_bytes);
         let mut rest = order.rows.as_slice();
         std::iter::from_fn(move || {
             let &(_, day) = rest.first()?;
@@ -351,14 +370,23 @@ impl Buffers {
                 rest = &[];
                 return Some(Err(WriteError::Rows("no buffer for this table".into())));
             };
-            // At least one row; a part's text stays far below Arrow's 2 GiB.
+            // At least one row. Counting each row's event bytes and the
+            // record text it repeats bounds a part's string columns by the
+            // budget plus one row — far below Arrow's 2 GiB.
             let mut bytes = 0usize;
             let n = rest
                 .iter()
-                .take(OUT_ROWS)
+                .take(part_rows.max(1))
                 .take_while(|&&(idx, d)| {
-                    let fits = bytes < OUT_BYTES;
-                    bytes += buffer.rows.get(idx as usize).map_or(0, |r| r.len as usize);
+                    let fits = bytes < part_bytes.max(1);
+                    bytes += buffer.rows.get(idx as usize).map_or(0, |r| {
+                        r.len as usize
+                            + buffer
+                                .record_text
+                                .get(r.record as usize)
+                                .copied()
+                                .unwrap_or(0)
+                    });
                     d == day && fits
                 })
                 .count();
@@ -488,6 +516,7 @@ impl TableBuffer {
         self.stats = TableStats::default();
         self.arena.clear();
         self.records.clear();
+        self.record_text.clear();
         self.rows.clear();
         self.pending = PendingKeys::default();
     }
@@ -704,5 +733,31 @@ mod tests {
         assert_eq!(days, [Some(20_000), Some(20_001)]);
         assert_eq!(out[0].1, [3, 2, 1]);
         assert_eq!(out[1].1, [120, 150, 101]);
+    }
+
+    #[test]
+    fn parts_are_bounded_by_rows_and_bytes() {
+        let mut buffers = Buffers::new(4, 1000).expect("duckdb");
+        append(&mut buffers, &[1, 2, 3, 4, 5], "a");
+        buffers.part_rows = 2;
+        let sizes = |out: Vec<(Option<i32>, Vec<u8>, Vec<String>)>| -> Vec<usize> {
+            out.iter().map(|p| p.1.len()).collect()
+        };
+        let out = flush(&mut buffers);
+        assert_eq!(ids(&out), [5, 4, 3, 2, 1], "order kept across parts");
+        assert_eq!(sizes(out), [2, 2, 1]);
+        // Under one event's bytes: one event per part, never an empty part.
+        buffers.part_rows = OUT_ROWS;
+        buffers.part_bytes = 1;
+        assert_eq!(sizes(flush(&mut buffers)), [1, 1, 1, 1, 1]);
+        // Rows of 27 encoded bytes plus their record's repeated text (service
+        // and resource, "a"): one row is under 50 bytes, two are over, so a
+        // part closes after two.
+        buffers.part_bytes = 50;
+        assert_eq!(sizes(flush(&mut buffers)), [2, 2, 1]);
+        // 28 bytes: a row's 27 event bytes alone would leave room for a
+        // second row; with the repeated text counted, it does not.
+        buffers.part_bytes = 28;
+        assert_eq!(sizes(flush(&mut buffers)), [1, 1, 1, 1, 1]);
     }
 }

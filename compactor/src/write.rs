@@ -161,7 +161,8 @@ fn day_key(metadata: &iceberg::spec::TableMetadata, day: i32) -> Option<Partitio
 }
 
 /// Writes `parts` into new data files of `table`, named after `flush_id`
-/// (unique per flush, so a retried flush never reuses a file name). Parts
+/// (unique per flush: no two flushes share a file name; a retried write of
+/// the same flush writes the same rows under the same names). Parts
 /// are taken one at a time, so they can be built as they are written.
 pub async fn write_files(
     table: &Table,
