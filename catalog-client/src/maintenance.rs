@@ -499,16 +499,15 @@ impl LakeCatalog {
             });
         }
 
-        let list_path =
-            format!("{location}/metadata/snap-{snapshot_id}-{attempt}-{commit_id}.avro");
-        let mut list_writer = ManifestListWriter::v2(
-            file_io.new_output(&list_path)?.writer().await?,
-            snapshot_id,
-            Some(parent.snapshot_id()),
-            sequence_number,
-        );
-        list_writer.add_manifests(manifests.into_iter())?;
-        list_writer.close().await?;
+        let list_path = manifest_list_path(location, snapshot_id, attempt, commit_id);
+        write_manifest_list(
+            file_io,
+            &list_path,
+            (snapshot_id, sequence_number),
+            parent,
+            manifests,
+        )
+        .await?;
         written.push(list_path.clone());
 
         let snapshot = replace_snapshot(
@@ -1038,134 +1037,146 @@ impl LakeCatalog {
         let location = metadata.location().trim_end_matches('/');
         let snapshot_id = new_snapshot_id(metadata);
         let sequence_number = metadata.next_sequence_number();
+        // Everything written here is deleted again if staging fails.
         let mut written = Vec::new();
-        let mut kept: Vec<ManifestFile> = Vec::new();
-        let mut new_live: Vec<LiveKey> = Vec::new();
-        let mut merged = None;
-        if fates.contains(&ManifestFate::Merge) {
-            let path = format!("{location}/metadata/{commit_id}-{attempt}-merged-m0.avro");
-            let mut writer = ManifestWriterBuilder::new(
-                file_io.new_output(&path)?,
-                Some(snapshot_id),
-                metadata.current_schema().clone(),
-                spec.as_ref().clone(),
-            )
-            .build_v2_data();
-            written.push(path);
-            let entries = list
-                .iter()
-                .zip(&loaded)
-                .zip(&fates)
-                .filter(|(_, fate)| **fate == ManifestFate::Merge)
-                .filter_map(|((m, l), _)| l.as_ref().map(|l| (m, l)))
-                .flat_map(|(m, l)| l.entries().iter().map(move |e| (m, e)));
-            for (manifest, entry) in entries.filter(|(_, e)| e.is_alive()) {
-                let (Some(added_by), Some(seq)) = (entry.snapshot_id(), entry.sequence_number())
-                else {
-                    delete_quietly(file_io, &written).await;
-                    return Err(Error::Unsafe {
-                        table: name,
-                        reason: format!(
-                            "{} in {} has no snapshot id or sequence number",
-                            entry.file_path(),
-                            manifest.manifest_path
-                        ),
-                    });
-                };
-                let file_seq = entry.file_sequence_number.or(Some(seq));
-                if let Err(e) =
-                    writer.add_existing_file(entry.data_file().clone(), added_by, seq, file_seq)
-                {
-                    delete_quietly(file_io, &written).await;
-                    return Err(e.into());
-                }
-            }
-            let file = match writer.write_manifest_file().await {
-                Ok(f) => f,
-                Err(e) => {
-                    delete_quietly(file_io, &written).await;
-                    return Err(e.into());
-                }
-            };
-            // Check what is on storage, not what we meant to write.
-            let read_back = match file.load_manifest(file_io).await {
-                Ok(m) => m,
-                Err(e) => {
-                    delete_quietly(file_io, &written).await;
-                    return Err(e.into());
-                }
-            };
-            new_live.extend(
-                read_back
-                    .entries()
+        let staged = async {
+            let mut kept: Vec<ManifestFile> = Vec::new();
+            let mut new_live: Vec<LiveKey> = Vec::new();
+            let mut merged = None;
+            if fates.contains(&ManifestFate::Merge) {
+                let path = format!("{location}/metadata/{commit_id}-{attempt}-merged-m0.avro");
+                let mut writer = ManifestWriterBuilder::new(
+                    file_io.new_output(&path)?,
+                    Some(snapshot_id),
+                    metadata.current_schema().clone(),
+                    spec.as_ref().clone(),
+                )
+                .build_v2_data();
+                written.push(path);
+                let entries = list
                     .iter()
-                    .filter(|e| e.is_alive())
-                    .map(|e| (e.file_path().to_owned(), e.record_count())),
-            );
-            merged = Some(file);
-        }
-        for ((manifest, l), fate) in list.iter().zip(&loaded).zip(&fates) {
-            if *fate != ManifestFate::Keep {
-                continue;
-            }
-            if let Some(l) = l {
+                    .zip(&loaded)
+                    .zip(&fates)
+                    .filter(|(_, fate)| **fate == ManifestFate::Merge)
+                    .filter_map(|((m, l), _)| l.as_ref().map(|l| (m, l)))
+                    .flat_map(|(m, l)| l.entries().iter().map(move |e| (m, e)));
+                for (manifest, entry) in entries.filter(|(_, e)| e.is_alive()) {
+                    let (Some(added_by), Some(seq)) =
+                        (entry.snapshot_id(), entry.sequence_number())
+                    else {
+                        return Err(Error::Unsafe {
+                            table: name.clone(),
+                            reason: format!(
+                                "{} in {} has no snapshot id or sequence number",
+                                entry.file_path(),
+                                manifest.manifest_path
+                            ),
+                        });
+                    };
+                    let file_seq = entry.file_sequence_number.or(Some(seq));
+                    writer.add_existing_file(entry.data_file().clone(), added_by, seq, file_seq)?;
+                }
+                let file = writer.write_manifest_file().await?;
+                // Check what is on storage, not what we meant to write.
+                let read_back = file.load_manifest(file_io).await?;
                 new_live.extend(
-                    l.entries()
+                    read_back
+                        .entries()
                         .iter()
                         .filter(|e| e.is_alive())
                         .map(|e| (e.file_path().to_owned(), e.record_count())),
                 );
+                merged = Some(file);
             }
-            kept.push(manifest.clone());
-        }
-        if let Some(difference) = live_set_difference(&parent_live, &new_live) {
-            delete_quietly(file_io, &written).await;
-            return Err(Error::Unsafe {
-                table: name,
-                reason: format!(
-                    "merging manifests would change the live data files: {difference}; refusing"
+            for ((manifest, l), fate) in list.iter().zip(&loaded).zip(&fates) {
+                if *fate != ManifestFate::Keep {
+                    continue;
+                }
+                if let Some(l) = l {
+                    new_live.extend(
+                        l.entries()
+                            .iter()
+                            .filter(|e| e.is_alive())
+                            .map(|e| (e.file_path().to_owned(), e.record_count())),
+                    );
+                }
+                kept.push(manifest.clone());
+            }
+            if let Some(difference) = live_set_difference(&parent_live, &new_live) {
+                return Err(Error::Unsafe {
+                    table: name.clone(),
+                    reason: format!(
+                        "merging manifests would change the live data files: {difference}; refusing"
+                    ),
+                });
+            }
+            let manifests: Vec<ManifestFile> = merged.into_iter().chain(kept).collect();
+            let after = manifests.len();
+
+            let list_path = manifest_list_path(location, snapshot_id, attempt, commit_id);
+            written.push(list_path.clone());
+            write_manifest_list(
+                file_io,
+                &list_path,
+                (snapshot_id, sequence_number),
+                parent,
+                manifests,
+            )
+            .await?;
+
+            let snapshot = replace_snapshot(
+                metadata,
+                parent,
+                (snapshot_id, sequence_number),
+                list_path,
+                replace_summary(
+                    &parent.summary().additional_properties,
+                    &Counts::default(),
+                    commit_id,
+                    "merge-manifests",
                 ),
-            });
-        }
-        let manifests: Vec<ManifestFile> = merged.into_iter().chain(kept).collect();
-        let after = manifests.len();
-
-        let list_path =
-            format!("{location}/metadata/snap-{snapshot_id}-{attempt}-{commit_id}.avro");
-        let stage_list = async {
-            let mut list_writer = ManifestListWriter::v2(
-                file_io.new_output(&list_path)?.writer().await?,
-                snapshot_id,
-                Some(parent.snapshot_id()),
-                sequence_number,
             );
-            list_writer.add_manifests(manifests.into_iter())?;
-            list_writer.close().await
-        };
-        written.push(list_path.clone());
-        if let Err(e) = stage_list.await {
-            delete_quietly(file_io, &written).await;
-            return Err(e.into());
+            Ok::<_, Error>((snapshot, after))
         }
-
-        let snapshot = replace_snapshot(
-            metadata,
-            parent,
-            (snapshot_id, sequence_number),
-            list_path,
-            replace_summary(
-                &parent.summary().additional_properties,
-                &Counts::default(),
-                commit_id,
-                "merge-manifests",
-            ),
-        );
-        Ok(Ok(StagedMerge {
-            staged: Staged { snapshot, written },
-            before: list.len(),
-            after,
-        }))
+        .await;
+        match staged {
+            Ok((snapshot, after)) => Ok(Ok(StagedMerge {
+                staged: Staged { snapshot, written },
+                before: list.len(),
+                after,
+            })),
+            Err(e) => {
+                delete_quietly(file_io, &written).await;
+                Err(e)
+            }
+        }
     }
+}
+
+/// Where the manifest list of snapshot `snapshot_id` goes (unique per
+/// attempt and commit, so a retry never overwrites a list another
+/// attempt may have committed).
+fn manifest_list_path(location: &str, snapshot_id: i64, attempt: u32, commit_id: Uuid) -> String {
+    format!("{location}/metadata/snap-{snapshot_id}-{attempt}-{commit_id}.avro")
+}
+
+/// Writes the v2 manifest list of snapshot `(id, sequence number)` on top
+/// of `parent`, listing `manifests`.
+async fn write_manifest_list(
+    file_io: &iceberg::io::FileIO,
+    path: &str,
+    (snapshot_id, sequence_number): (i64, i64),
+    parent: &Snapshot,
+    manifests: Vec<ManifestFile>,
+) -> iceberg::Result<()> {
+    let mut writer = ManifestListWriter::v2(
+        file_io.new_output(path)?.writer().await?,
+        snapshot_id,
+        Some(parent.snapshot_id()),
+        sequence_number,
+    );
+    writer.add_manifests(manifests.into_iter())?;
+    writer.close().await
 }
 
 /// After an unknown outcome: whether the merge `commit_id` is in `table`
