@@ -116,6 +116,8 @@ kafka:9092
 {{- define "tlake.s3.endpoint" -}}
 {{- if eq .Values.objectStore.type "minio" -}}
 http://minio:9000
+{{- else if eq .Values.objectStore.type "versitygw" -}}
+http://versitygw:9000
 {{- else -}}
 {{- required "objectStore.external.endpoint is required when objectStore.type is external" .Values.objectStore.external.endpoint | trimSuffix "/" -}}
 {{- end -}}
@@ -124,13 +126,15 @@ http://minio:9000
 {{- define "tlake.s3.bucket" -}}
 {{- if eq .Values.objectStore.type "minio" -}}
 {{- .Values.minio.bucket -}}
+{{- else if eq .Values.objectStore.type "versitygw" -}}
+{{- .Values.versitygw.bucket -}}
 {{- else -}}
 {{- .Values.objectStore.external.bucket -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "tlake.s3.pathStyle" -}}
-{{- if eq .Values.objectStore.type "minio" -}}true{{- else -}}{{- .Values.objectStore.external.pathStyle -}}{{- end -}}
+{{- if ne .Values.objectStore.type "external" -}}true{{- else -}}{{- .Values.objectStore.external.pathStyle -}}{{- end -}}
 {{- end -}}
 
 {{/* S3 credentials as env vars named by the caller. Call with (dict "ctx" $ "access" "AWS_ACCESS_KEY_ID" "secret" "AWS_SECRET_ACCESS_KEY"). */}}
@@ -243,3 +247,19 @@ metadata:
     app.kubernetes.io/instance: {{ .ctx.Release.Name }}
     app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end }}
+
+{{/*
+Spread replicas of a scaled-out service over nodes when the cluster has several (preferred, not
+required: a single-node cluster still runs every replica). Call with (dict "ctx" $ "app" "compactor").
+*/}}
+{{- define "tlake.spreadAffinity" -}}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "tlake.selectorLabels" . | nindent 14 }}
+{{- end -}}
