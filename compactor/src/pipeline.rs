@@ -412,6 +412,14 @@ impl Pipeline {
                 } => {
                     self.assigned = parts.into_iter().collect();
                     self.committed = tables.into_iter().map(|(t, p)| (t, p.offsets)).collect();
+                    // Partitions new to this process may carry copies of events
+                    // another instance committed after this one last read the
+                    // tables (a client re-sending a request whose outcome it
+                    // never learnt, to the same partition: the gateway keys
+                    // records by event id). Reload the tables and seed their
+                    // id windows again from their newest appends.
+                    self.tables.clear();
+                    self.remembered.clear();
                     self.positions = seeks
                         .into_iter()
                         .filter_map(|(tp, s)| s.map(|o| (tp, o)))
@@ -533,7 +541,7 @@ impl Pipeline {
 
     /// Seeds `name`'s dedup window with the ids its newest appends hold, so a
     /// copy of a committed event re-sent after this process started is
-    /// still recognised (once per table and process).
+    /// still recognised (once per table and assignment).
     fn remember_recent_ids(&mut self, name: &str, table: &Table) -> Result<(), PipelineError> {
         let flushes = self.config.flush.dedup_window_flushes as usize;
         let max_ids = usize::try_from(self.config.flush.dedup_window_ids).unwrap_or(usize::MAX);

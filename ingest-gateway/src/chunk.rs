@@ -2,12 +2,29 @@
 //! payloads (`LogBatch`), each at most `chunk_bytes`, so that the broker is
 //! bound by bytes and never by record count, and no record nears Kafka's
 //! message size limit. Pure functions, no I/O.
+//!
+//! Each record is keyed by the id of its first event. Chunking depends only
+//! on the events, so a client re-sending a request whose outcome it never
+//! learnt (a gateway killed mid-call, a Kafka timeout) produces records with
+//! the same keys, which the partitioner sends to the same partitions: the
+//! copies meet in one compactor's stream of that partition, where its id
+//! window drops them. Keyless records would land on any partition, and a
+//! copy read by another compactor than the first could become a second row.
 
 use prost::Message;
 use tlake_proto::v1::{LogBatch, LogEvent, Resource, Source};
 
 /// Bytes reserved in every chunk for the envelope (stream, resource, times).
 const ENVELOPE_SLACK: usize = 64;
+
+/// One Kafka record of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// The record key: the id of the chunk's first event.
+    pub key: Vec<u8>,
+    /// The encoded `LogBatch`.
+    pub payload: Vec<u8>,
+}
 
 /// Splits `events` into encoded `LogBatch` payloads of at most `chunk_bytes`
 /// (plus the resource, which every chunk repeats).
@@ -21,20 +38,21 @@ pub fn chunks(
     source: Source,
     received_unix_nano: u64,
     chunk_bytes: usize,
-) -> Vec<Vec<u8>> {
+) -> Vec<Chunk> {
     let mut out = Vec::new();
     let mut current = Vec::new();
     let mut size = 0usize;
     let budget = chunk_bytes.saturating_sub(ENVELOPE_SLACK).max(1);
-    let seal = |events: Vec<LogEvent>| {
-        LogBatch {
+    let seal = |events: Vec<LogEvent>| Chunk {
+        key: events[0].event_id.to_vec(),
+        payload: LogBatch {
             stream: stream.to_owned(),
             resource: resource.cloned(),
             events,
             received_unix_nano,
             source: source as i32,
         }
-        .encode_to_vec()
+        .encode_to_vec(),
     };
     for mut event in events {
         if event.time_unix_nano == 0 && event.observed_time_unix_nano == 0 {
@@ -68,10 +86,10 @@ mod tests {
         }
     }
 
-    fn decode(chunks: &[Vec<u8>]) -> Vec<LogBatch> {
+    fn decode(chunks: &[Chunk]) -> Vec<LogBatch> {
         chunks
             .iter()
-            .map(|c| LogBatch::decode(c.as_slice()).expect("decodes"))
+            .map(|c| LogBatch::decode(c.payload.as_slice()).expect("decodes"))
             .collect()
     }
 
@@ -87,7 +105,16 @@ mod tests {
             .collect();
         assert_eq!(ids, (0..200).collect::<Vec<u8>>());
         for (c, b) in chunks.iter().zip(&batches) {
-            assert!(c.len() <= 4096, "chunk of {} bytes", c.len());
+            assert!(
+                c.payload.len() <= 4096,
+                "chunk of {} bytes",
+                c.payload.len()
+            );
+            assert_eq!(
+                c.key,
+                b.events[0].event_id.to_vec(),
+                "keyed by its first event"
+            );
             assert_eq!(b.stream, "s");
             assert_eq!(b.received_unix_nano, 42);
             assert_eq!(b.source, Source::SendLogs as i32);
@@ -119,6 +146,20 @@ mod tests {
             batches.iter().map(|b| b.events.len()).collect::<Vec<_>>(),
             [1, 1, 1]
         );
+    }
+
+    #[test]
+    fn the_same_events_give_the_same_keys() {
+        // A re-sent request (another receive time) must map to the same partitions.
+        let events: Vec<_> = (0..50).map(|n| event(n, 300)).collect();
+        let keys = |received| -> Vec<Vec<u8>> {
+            chunks("s", None, events.clone(), Source::SendLogs, received, 4096)
+                .into_iter()
+                .map(|c| c.key)
+                .collect()
+        };
+        assert!(keys(1).len() > 1);
+        assert_eq!(keys(1), keys(2));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::RwLock;
 
+use crate::chunk::Chunk;
 use crate::config::KafkaConfig;
 
 /// What Kafka said about one chunk.
@@ -57,15 +58,17 @@ impl Kafka {
         })
     }
 
-    /// Produces every payload to `topic` and waits for all delivery reports,
-    /// at most the configured delivery timeout.
-    pub async fn produce_all(&self, topic: &str, payloads: &[Vec<u8>]) -> RequestDelivery {
+    /// Produces every chunk to `topic` (keyed, see [`crate::chunk`]) and
+    /// waits for all delivery reports, at most the configured delivery timeout.
+    pub async fn produce_all(&self, topic: &str, payloads: &[Chunk]) -> RequestDelivery {
         let producer = self.producer.read().await.clone();
         let timeout = self.config.delivery_timeout_ms;
         let sends = payloads.iter().map(|payload| {
             let producer = &producer;
             async move {
-                let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+                let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+                    .key(payload.key.as_slice())
+                    .payload(payload.payload.as_slice());
                 // `send` waits out a full local queue for at most `timeout`.
                 match producer.send(record, timeout).await {
                     Ok(_) => Delivery::Delivered,
@@ -197,6 +200,13 @@ mod tests {
     use super::*;
     use rdkafka::mocking::MockCluster;
 
+    fn chunk(payload: &[u8]) -> Chunk {
+        Chunk {
+            key: vec![7; 16],
+            payload: payload.to_vec(),
+        }
+    }
+
     fn config(brokers: String) -> KafkaConfig {
         KafkaConfig {
             brokers,
@@ -213,7 +223,7 @@ mod tests {
         mock.create_topic("t", 1, 1).expect("topic");
         let kafka = Kafka::new(&config(mock.bootstrap_servers())).expect("producer");
         assert!(matches!(
-            kafka.produce_all("t", &[b"ok".to_vec()]).await,
+            kafka.produce_all("t", &[chunk(b"ok")]).await,
             RequestDelivery::Delivered
         ));
         // Every produce fails with a non-retriable error.
@@ -221,7 +231,7 @@ mod tests {
             rdkafka::types::RDKafkaApiKey::Produce,
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 4],
         );
-        match kafka.produce_all("t", &[b"no".to_vec()]).await {
+        match kafka.produce_all("t", &[chunk(b"no")]).await {
             RequestDelivery::Incomplete { .. } => {}
             other => panic!("expected Incomplete, got {other:?}"),
         }
@@ -232,7 +242,7 @@ mod tests {
         // Nothing listens on port 1.
         let kafka = Kafka::new(&config("127.0.0.1:1".into())).expect("producer");
         let started = Instant::now();
-        match kafka.produce_all("t", &[b"x".to_vec()]).await {
+        match kafka.produce_all("t", &[chunk(b"x")]).await {
             RequestDelivery::Incomplete {
                 possibly_persisted, ..
             } => assert!(possibly_persisted),

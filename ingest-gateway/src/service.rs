@@ -86,7 +86,7 @@ impl Ingest {
         });
 
         let received = unix_nanos();
-        let payloads: Vec<Vec<u8>> = groups
+        let payloads: Vec<chunk::Chunk> = groups
             .into_iter()
             .flat_map(|(resource, events)| {
                 chunk::chunks(

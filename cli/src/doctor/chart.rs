@@ -13,6 +13,8 @@ use super::cluster::Snapshot;
 
 /// The S3 endpoint Nessie is given when the chart runs MinIO (`tlake.s3.endpoint`).
 pub(crate) const MINIO_ENDPOINT: &str = "http://minio:9000";
+/// The S3 endpoint Nessie is given when the chart runs versitygw (`objectStore.type: versitygw`).
+pub(crate) const VERSITYGW_ENDPOINT: &str = "http://versitygw:9000";
 /// Secret the chart creates when `objectStore.existingSecret` is empty.
 pub(crate) const DEFAULT_S3_SECRET: &str = "s3-credentials";
 /// `kafka.topics.logs`, used when the Kafka pod does not say which topics it creates.
@@ -53,8 +55,9 @@ impl Kind {
 pub(crate) enum Presence {
     /// Always rendered by the chart.
     Always,
-    /// Rendered when `objectStore.type` is `minio`.
-    WithMinio,
+    /// The object store the chart runs in the namespace when Nessie's S3 endpoint is this one
+    /// (`objectStore.type` `minio` or `versitygw`).
+    StoreAt(&'static str),
     /// Rendered unless the named value turns it off.
     Optional(&'static str),
 }
@@ -84,9 +87,17 @@ pub(crate) const COMPONENTS: &[Component] = &[
         name: "minio",
         kind: Kind::StatefulSet,
         services: &["minio", "minio-console"],
-        presence: Presence::WithMinio,
+        presence: Presence::StoreAt(MINIO_ENDPOINT),
         tip: "MinIO serves only after its create-bucket init container made the bucket \
               (kubectl logs minio-0 -c create-bucket)",
+    },
+    Component {
+        name: "versitygw",
+        kind: Kind::StatefulSet,
+        services: &["versitygw"],
+        presence: Presence::StoreAt(VERSITYGW_ENDPOINT),
+        tip: "versitygw serves the bucket directory its create-bucket init container made \
+              (kubectl logs versitygw-0 -c create-bucket); its root keys are the object store's Secret",
     },
     Component {
         name: "nessie",
@@ -217,8 +228,13 @@ impl ObjectStore {
         }
     }
 
-    pub(crate) fn is_minio(&self) -> bool {
-        matches!(self, ObjectStore::Minio { .. })
+    /// Nessie's S3 endpoint, when known.
+    pub(crate) fn endpoint(&self) -> Option<&str> {
+        match self {
+            ObjectStore::Minio { .. } => Some(MINIO_ENDPOINT),
+            ObjectStore::External { endpoint, .. } => Some(endpoint.trim_end_matches('/')),
+            ObjectStore::Unknown => None,
+        }
     }
 }
 
@@ -236,6 +252,7 @@ impl Layout {
     pub(crate) fn read(snapshot: &Snapshot) -> Layout {
         let nessie = workload(snapshot, component("nessie")).and_then(|w| w.pod);
         let minio = workload(snapshot, component("minio")).and_then(|w| w.pod);
+        let versitygw = workload(snapshot, component("versitygw")).and_then(|w| w.pod);
         let kafka = workload(snapshot, component("kafka")).and_then(|w| w.pod);
 
         let minio_bucket = || {
@@ -270,9 +287,17 @@ impl Layout {
                     }
                 }
             }
-            // Without Nessie, a MinIO StatefulSet is the best evidence of the object store.
+            // Without Nessie, a MinIO or versitygw StatefulSet is the best evidence of the
+            // object store.
             None if minio.is_some() => ObjectStore::Minio {
                 bucket: minio_bucket(),
+                secret: DEFAULT_S3_SECRET.to_owned(),
+            },
+            None if versitygw.is_some() => ObjectStore::External {
+                endpoint: VERSITYGW_ENDPOINT.to_owned(),
+                bucket: env_value(versitygw, "create-bucket", "BUCKET")
+                    .unwrap_or(DEFAULT_BUCKET)
+                    .to_owned(),
                 secret: DEFAULT_S3_SECRET.to_owned(),
             },
             None => ObjectStore::Unknown,
@@ -295,15 +320,19 @@ impl Layout {
     pub(crate) fn requires(&self, component: &Component) -> bool {
         match component.presence {
             Presence::Always => true,
-            Presence::WithMinio => self.object_store.is_minio(),
+            Presence::StoreAt(endpoint) => self.object_store.endpoint() == Some(endpoint),
             Presence::Optional(_) => false,
         }
     }
 
-    /// Whether `component` does not belong here at all (MinIO with an external store).
+    /// Whether `component` does not belong here at all (MinIO when Nessie uses another store).
     pub(crate) fn excludes(&self, component: &Component) -> bool {
-        component.presence == Presence::WithMinio
-            && matches!(self.object_store, ObjectStore::External { .. })
+        match component.presence {
+            Presence::StoreAt(endpoint) => {
+                self.object_store.endpoint().is_some_and(|e| e != endpoint)
+            }
+            _ => false,
+        }
     }
 
     /// The services `component` should have.

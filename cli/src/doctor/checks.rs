@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 use super::chart::{
-    COMPONENTS, Component, Kind, Layout, ObjectStore, Presence, component, workload,
+    COMPONENTS, Component, Kind, Layout, ObjectStore, Presence, VERSITYGW_ENDPOINT, component,
+    workload,
 };
 use super::cluster::{ApiError, ExecReply, HttpReply, Snapshot};
 use super::{Check, Probe};
@@ -83,19 +84,22 @@ fn component_pods(ns: &str, layout: &Layout, snapshot: &Snapshot, c: &Component)
             Presence::Always => {
                 Check::fail(check, format!("{kind} {} not found", c.name), reinstall(ns))
             }
-            Presence::WithMinio if layout.requires(c) => Check::fail(
+            Presence::StoreAt(endpoint) if layout.requires(c) => Check::fail(
                 check,
                 format!(
-                    "{kind} {} not found, but Nessie's S3 endpoint is MinIO's",
+                    "{kind} {} not found, but Nessie's S3 endpoint is {endpoint}",
                     c.name
                 ),
                 reinstall(ns),
             ),
-            // Neither Nessie nor MinIO is there to say which store this release uses.
-            Presence::WithMinio => Check::warn(
+            // Nessie is not there to say which store this release uses.
+            Presence::StoreAt(_) => Check::warn(
                 check,
                 format!("{kind} {} not found; the object store is unknown", c.name),
-                "fix Nessie first: its S3 settings say whether MinIO belongs here",
+                format!(
+                    "fix Nessie first: its S3 settings say whether {} belongs here",
+                    c.name
+                ),
             ),
             Presence::Optional(value) => Check::warn(
                 check,
@@ -105,15 +109,19 @@ fn component_pods(ns: &str, layout: &Layout, snapshot: &Snapshot, c: &Component)
         });
     };
     if w.replicas == 0 {
-        return Some(Check::warn(
-            check,
-            format!("{kind} {} is scaled to 0", c.name),
-            format!(
-                "kubectl scale -n {ns} {}/{} --replicas=1",
-                c.kind.kubectl(),
-                c.name
-            ),
-        ));
+        let detail = format!("{kind} {} is scaled to 0", c.name);
+        let tip = format!(
+            "kubectl scale -n {ns} {}/{} --replicas=1",
+            c.kind.kubectl(),
+            c.name
+        );
+        // Nothing works without the catalog or the release's object store; an optional
+        // component at 0 may be deliberate.
+        return Some(if layout.requires(c) {
+            Check::fail(check, detail, tip)
+        } else {
+            Check::warn(check, detail, tip)
+        });
     }
 
     let mut pods: Vec<&Pod> = snapshot
@@ -512,6 +520,16 @@ pub(crate) fn object_store(layout: &Layout) -> Check {
             "object store",
             format!(
                 "MinIO in the namespace (http://minio:9000), bucket {bucket}, keys in Secret {secret}"
+            ),
+        ),
+        ObjectStore::External {
+            endpoint,
+            bucket,
+            secret,
+        } if endpoint.trim_end_matches('/') == VERSITYGW_ENDPOINT => Check::ok(
+            "object store",
+            format!(
+                "versitygw in the namespace ({VERSITYGW_ENDPOINT}), bucket {bucket}, keys in Secret {secret}"
             ),
         ),
         ObjectStore::External {

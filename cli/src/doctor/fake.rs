@@ -304,6 +304,28 @@ impl Fake {
             nessie_env(endpoint, bucket, secret);
     }
 
+    /// Switches the fixture to `objectStore.type: versitygw`: versitygw-0 and its Service where
+    /// MinIO's were, Nessie at http://versitygw:9000, the bucket checked from duckdb-0.
+    pub(crate) fn versitygw_store(&mut self) {
+        let image = "local.telemetry-lake/versitygw:v1.8.0";
+        self.external_store("http://versitygw:9000", "telemetrylake", "s3-credentials");
+        self.statefulsets.push(statefulset(
+            "versitygw",
+            json!([{ "name": "versitygw", "image": image }]),
+            json!([{ "name": "create-bucket", "image": image, "env": env(&[("BUCKET", "telemetrylake")]) }]),
+        ));
+        self.pods.push(ready_pod(
+            "versitygw-0",
+            "versitygw",
+            &[("versitygw", image)],
+        ));
+        self.services
+            .push(service("versitygw", "versitygw", "10.96.12.7", &[9000]));
+        self.endpoint_slices.push(slice("versitygw", true));
+        self.exec
+            .insert(("duckdb-0".to_owned(), "duckdb".to_owned()), ok_exec("200"));
+    }
+
     fn answer(&self, path: &str) -> (u16, String) {
         let base = format!("/api/v1/namespaces/{NS}");
         let list = |kind: &str, items: &[Value]| {

@@ -427,6 +427,48 @@ async fn external_object_store_checks_the_bucket_from_duckdb_and_expects_no_mini
 }
 
 #[tokio::test]
+async fn versitygw_in_the_namespace_is_checked_like_minio_and_nessie_at_zero_fails() {
+    let mut fake = Fake::healthy();
+    fake.versitygw_store();
+    let (report, _, _) = doctor(fake.clone()).await;
+    println!("{}", report.table());
+    assert!(!report.failed(), "{}", report.table());
+    assert!(
+        statuses(&report, Status::Warn).is_empty(),
+        "{}",
+        report.table()
+    );
+    assert_eq!(row(&report, "pods versitygw").status, Status::Ok);
+    assert_eq!(row(&report, "service versitygw").status, Status::Ok);
+    assert_eq!(
+        row(&report, "object store").detail,
+        "versitygw in the namespace (http://versitygw:9000), bucket telemetrylake, keys in Secret s3-credentials"
+    );
+    assert_eq!(row(&report, "bucket telemetrylake").status, Status::Ok);
+    assert!(!report.checks.iter().any(|c| c.check.contains("minio")));
+
+    // versitygw gone: its row fails, since Nessie still points at it.
+    let mut gone = fake.clone();
+    Fake::remove(&mut gone.statefulsets, "versitygw");
+    Fake::remove(&mut gone.pods, "versitygw-0");
+    let (report, _, _) = doctor(gone).await;
+    let pods = row(&report, "pods versitygw");
+    assert_eq!(pods.status, Status::Fail);
+    assert_eq!(
+        pods.detail,
+        "StatefulSet versitygw not found, but Nessie's S3 endpoint is http://versitygw:9000"
+    );
+
+    // Nessie scaled to 0 is a failure (nothing works without the catalog), not a choice.
+    fake.deployments[0]["spec"]["replicas"] = json!(0);
+    Fake::remove(&mut fake.pods, "nessie-6f7c9d8b5-x2x9q");
+    let (report, _, _) = doctor(fake).await;
+    let nessie = row(&report, "pods nessie");
+    assert_eq!(nessie.status, Status::Fail, "{}", report.table());
+    assert_eq!(nessie.detail, "Deployment nessie is scaled to 0");
+}
+
+#[tokio::test]
 async fn disabled_optional_component_warns_and_expects_no_service() {
     let mut fake = Fake::healthy();
     Fake::remove(&mut fake.deployments, "compactor");
