@@ -420,6 +420,18 @@ impl Buffers {
         Ok(())
     }
 
+    /// Forgets every id window as well (after a fence): what this process
+    /// believed committed may not be in the table — a commit on a table
+    /// without a snapshot is not fenced by the catalog (Nessie accepts a
+    /// second one on top, dropping the first's files), so the windows are
+    /// seeded again from what the table holds, and events of a lost commit
+    /// are taken again instead of dropped as copies.
+    pub fn forget_windows(&mut self) {
+        for buffer in self.tables.values_mut() {
+            buffer.seen = SeenIds::new();
+        }
+    }
+
     /// Adds ids committed before this process started (read back from the
     /// table) to `table`'s recent window, so late copies of them are dropped.
     pub fn remember(&mut self, table: &str, ids: &FixedSizeBinaryArray) -> Result<(), BufferError> {
@@ -496,17 +508,25 @@ impl SeenIds {
         }
     }
 
-    /// Ids committed before we started, as the oldest committed flush.
+    /// Ids the table holds (read back when this process started, and again
+    /// on every assignment, since another instance may have committed
+    /// more), as part of the newest committed flush: they leave the window
+    /// with it. Flush numbers are unchanged, so a re-seed never renumbers.
     fn remember(&mut self, ids: impl Iterator<Item = [u8; 16]>) {
-        let oldest = self.flushes.front().expect("always a flush").0 - 1;
-        let mut kept = Vec::new();
+        // The current flush is numbered from 1, so the newest committed one is >= 0.
+        let newest_committed = self.current().0 - 1;
+        if self.flushes.len() < 2 {
+            self.flushes.push_front((newest_committed, Vec::new()));
+        }
+        let at = self.flushes.len() - 2;
+        let (flush, kept) = &mut self.flushes[at];
+        debug_assert_eq!(*flush, newest_committed);
         for id in ids {
             if let Entry::Vacant(v) = self.flush_of.entry(id) {
-                v.insert(oldest);
+                v.insert(*flush);
                 kept.push(id);
             }
         }
-        self.flushes.push_front((oldest, kept));
     }
 }
 
@@ -713,6 +733,19 @@ mod tests {
     }
 
     #[test]
+    fn forgotten_windows_take_committed_ids_again() {
+        // After a fence the table is the authority: ids this process committed
+        // may be gone from it, so they are taken again until a re-seed says otherwise.
+        let mut buffers = Buffers::new(4, 1000).expect("duckdb");
+        append(&mut buffers, &[1, 2], "a");
+        buffers.committed("default").expect("committed");
+        buffers.clear().expect("clear");
+        buffers.forget_windows();
+        append(&mut buffers, &[1, 2, 3], "a");
+        assert_eq!(ids(&flush(&mut buffers)), [3, 2, 1]);
+    }
+
+    #[test]
     fn remembered_ids_are_duplicates() {
         let mut buffers = Buffers::new(4, 1000).expect("duckdb");
         let committed =
@@ -720,6 +753,33 @@ mod tests {
         buffers.remember("default", &committed).expect("remember");
         append(&mut buffers, &[6, 7, 8, 9], "a");
         assert_eq!(ids(&flush(&mut buffers)), [9, 6]);
+    }
+
+    #[test]
+    fn remembering_again_after_commits_adds_ids_and_keeps_the_window() {
+        // The compactor re-seeds on every assignment: twice with nothing committed in
+        // between, then after commits (ids another instance committed meanwhile).
+        let mut buffers = Buffers::new(2, 1000).expect("duckdb");
+        let seed = |ids: &[u8]| {
+            FixedSizeBinaryArray::try_from_iter(ids.iter().map(|&n| [n; 16])).expect("ids")
+        };
+        buffers.remember("default", &seed(&[7])).expect("remember");
+        buffers
+            .remember("default", &seed(&[7, 8]))
+            .expect("remember again");
+        append(&mut buffers, &[1], "a");
+        buffers.committed("default").expect("committed");
+        buffers
+            .remember("default", &seed(&[9]))
+            .expect("remember after a commit");
+        append(&mut buffers, &[6, 7, 8, 9, 1], "a");
+        assert_eq!(ids(&flush(&mut buffers)), [6]);
+        buffers.committed("default").expect("committed");
+        // Two flushes later the first seeds have left the window; 9 (seeded with flush 1) too.
+        append(&mut buffers, &[10], "a");
+        buffers.committed("default").expect("committed");
+        append(&mut buffers, &[7, 9, 1, 6], "a");
+        assert_eq!(ids(&flush(&mut buffers)), [9, 7, 1]);
     }
 
     #[test]

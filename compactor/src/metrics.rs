@@ -21,7 +21,8 @@ pub struct TableLabels {
 /// Labels per commit outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `committed`, `fenced`, `unknown`, `error`.
+    /// `committed`, `fenced`, `unknown`, `error`, `lost` (a commit the
+    /// table no longer holds, found by `verify_commits`).
     pub outcome: String,
 }
 

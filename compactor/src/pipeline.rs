@@ -164,6 +164,9 @@ async fn load_all_progress(
     Ok(out)
 }
 
+/// How often `verify_commits` compares our commits with the tables.
+const VERIFY_EVERY: Duration = Duration::from_secs(15);
+
 struct Ctx(Arc<Shared>);
 
 impl ClientContext for Ctx {}
@@ -273,6 +276,10 @@ pub struct Pipeline {
     /// Parquet bytes per Kafka byte, learned from flushes (size trigger).
     ratio: f64,
     last_lag: Instant,
+    /// Tables this process committed to since its last assignment, and when
+    /// their offsets were last compared with the table's (`verify_commits`).
+    committed_here: HashSet<String>,
+    last_verify: Instant,
     /// Tables whose dedup window was seeded from the table.
     remembered: HashSet<String>,
     /// Reused: the record being taken, and its events' keys.
@@ -349,6 +356,8 @@ impl Pipeline {
             writer_epoch,
             ratio: 0.15,
             last_lag: Instant::now(),
+            committed_here: HashSet::new(),
+            last_verify: Instant::now(),
             remembered: HashSet::new(),
             payload: Vec::new(),
             keys: Vec::new(),
@@ -388,6 +397,9 @@ impl Pipeline {
             if self.last_lag.elapsed() > Duration::from_secs(5) {
                 self.update_lag();
             }
+            if self.last_verify.elapsed() > VERIFY_EVERY {
+                self.verify_commits()?;
+            }
         }
         tracing::info!("stopping: flushing what is buffered");
         self.flush_all()?;
@@ -420,6 +432,7 @@ impl Pipeline {
                     // id windows again from their newest appends.
                     self.tables.clear();
                     self.remembered.clear();
+                    self.committed_here.clear();
                     self.positions = seeks
                         .into_iter()
                         .filter_map(|(tp, s)| s.map(|o| (tp, o)))
@@ -434,9 +447,14 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Re-reads every assigned partition from the tables' offsets.
+    /// Re-reads every assigned partition from the tables' offsets, with id
+    /// windows seeded again from the tables (see `Buffers::forget_windows`).
     fn resync(&mut self) -> Result<(), PipelineError> {
         self.buffers.clear()?;
+        self.buffers.forget_windows();
+        self.tables.clear();
+        self.remembered.clear();
+        self.committed_here.clear();
         self.dead.clear();
         self.dead_since = None;
         let tables = self.shared.load_progress();
@@ -776,6 +794,7 @@ impl Pipeline {
                             bytes = written.bytes,
                             "committed"
                         );
+                        self.committed_here.insert(name.to_owned());
                         let offsets = self.committed.entry(name.to_owned()).or_default();
                         for (topic, moved) in &next {
                             *offsets = tlake_catalog::offsets::merge(offsets, topic, moved);
@@ -826,6 +845,53 @@ impl Pipeline {
         // The table's metadata moved; reload lazily on next use.
         self.tables.remove(name);
         Ok(written.bytes)
+    }
+
+    /// Compares the offsets this process committed with the tables' own: a
+    /// table holding less for one of our partitions lost a commit of ours
+    /// that the catalog did not fence (two first commits on a table without
+    /// a snapshot: Nessie keeps the second, and the first's rows and offsets
+    /// are gone). Then everything is re-read from the tables, whose offsets
+    /// and ids are the authority, even if no new event ever arrives on the
+    /// partition to trip the fence.
+    fn verify_commits(&mut self) -> Result<(), PipelineError> {
+        self.last_verify = Instant::now();
+        let names: Vec<String> = self.committed_here.iter().cloned().collect();
+        for name in names {
+            let Ok(table) = self
+                .shared
+                .rt
+                .block_on(self.shared.catalog.load_table(&name))
+            else {
+                continue; // the catalog is unreachable: the next commit's retries say so
+            };
+            let Ok(theirs) = tlake_catalog::progress_of(&name, table.metadata()) else {
+                continue;
+            };
+            let Some(ours) = self.committed.get(&name) else {
+                continue;
+            };
+            let lost = self.assigned.iter().find(|tp| {
+                let mine = ours.get(&tp.0).and_then(|m| m.get(&tp.1)).copied();
+                let stored = theirs
+                    .offsets
+                    .get(&tp.0)
+                    .and_then(|m| m.get(&tp.1))
+                    .copied();
+                mine.is_some_and(|m| stored.is_none_or(|s| s < m))
+            });
+            if let Some(tp) = lost {
+                tracing::warn!(
+                    table = name,
+                    topic = %tp.0,
+                    partition = tp.1,
+                    "the table holds less than this process committed (a commit was lost); re-reading from the table"
+                );
+                self.metrics.outcome("lost");
+                return self.resync();
+            }
+        }
+        Ok(())
     }
 
     fn update_lag(&mut self) {

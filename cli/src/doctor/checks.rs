@@ -776,10 +776,11 @@ pub(crate) const MINIO_BUCKET_SCRIPT: &str = r#"mc alias set doctor http://127.0
 
 /// Shell run in the DuckDB pod for an external store: a SigV4-signed HEAD of the bucket with the
 /// keys the pod has from the object store's Secret (doctor never reads the Secret), printing the
-/// HTTP status. The keys go to curl on stdin, not on its command line.
+/// HTTP status. The keys go to curl on stdin, not on its command line. S3 wants the payload's
+/// hash in a signed header (versitygw answers 403 without it; the local cluster found this).
 pub(crate) const S3_BUCKET_SCRIPT: &str = r#"scheme=http; [ "$S3_USE_SSL" = true ] && scheme=https
 if [ "$S3_URL_STYLE" = path ]; then url="$scheme://$S3_ENDPOINT/$1"; else url="$scheme://$1.$S3_ENDPOINT/"; fi
-printf 'user = "%s:%s"\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" | curl -sS -K - -o /dev/null -w '%{http_code}' --max-time 20 --head --aws-sigv4 "aws:amz:$S3_REGION:s3" "$url""#;
+printf 'user = "%s:%s"\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" | curl -sS -K - -o /dev/null -w '%{http_code}' --max-time 20 --head --aws-sigv4 "aws:amz:$S3_REGION:s3" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$url""#;
 
 /// The bucket row. `None` when the object store is unknown (its row says so already).
 pub(crate) fn bucket(ns: &str, layout: &Layout, probe: &Probe<ExecReply>) -> Option<Check> {
