@@ -194,3 +194,48 @@ pub fn duckdb_csv(sql: &str) -> Vec<Vec<String>> {
         .map(|l| l.split(',').map(str::to_owned).collect())
         .collect()
 }
+
+/// The commit hash of Nessie's `main` branch (its native API, `TLAKE_NESSIE_URI`).
+pub fn nessie_main_hash() -> String {
+    let out = Command::new("curl")
+        .args(["-sSf", &format!("{}/trees/main", env("TLAKE_NESSIE_URI"))])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "GET trees/main: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("Nessie reference JSON");
+    body["reference"]["hash"]
+        .as_str()
+        .expect("reference.hash")
+        .to_owned()
+}
+
+/// Puts Nessie's `main` back to `hash`: every table commit since is gone, as
+/// when the catalog keeps another writer's commit instead of one of ours.
+pub fn nessie_reset_main(hash: &str) {
+    let current = nessie_main_hash();
+    let out = Command::new("curl")
+        .args([
+            "-sSf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+        ])
+        .arg(format!(
+            r#"{{"type":"BRANCH","name":"main","hash":"{hash}"}}"#
+        ))
+        .arg(format!("{}/trees/main@{current}", env("TLAKE_NESSIE_URI")))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "assign main: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

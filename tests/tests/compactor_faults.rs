@@ -6,7 +6,9 @@ use std::time::Duration;
 use tlake_tests::assert_no_loss_no_dup;
 use tlake_tests::compactor::{Compactor, CompactorOptions};
 use tlake_tests::flow::Flow;
-use tlake_tests::lake::{catalog, scan_event_ids, wait_for_rows};
+use tlake_tests::lake::{
+    catalog, nessie_main_hash, nessie_reset_main, scan_event_ids, wait_for_rows,
+};
 use tlake_tests::stack::stack_ctl;
 
 /// The two outages must not overlap (tests in one binary run in parallel).
@@ -49,4 +51,37 @@ async fn nessie_down_for_a_while_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_down_for_a_while_loses_nothing() {
     outage("s3").await;
+}
+
+/// Nessie's `main` put back to before a commit of the compactor's — what the
+/// catalog did on Kubernetes when two compactors made the first commits of a
+/// new table at once, keeping only the second: the compactor finds its
+/// commit gone (it compares its offsets with the table's every 15 s) and
+/// writes those events again instead of dropping them as copies of rows it
+/// committed, though no new event arrives to trip a fence.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_the_catalog_lost_is_written_again() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut flow = Flow::new("lost_commit", 2).await;
+    let _compactor = Compactor::start(&CompactorOptions::new(
+        &flow.stack.kafka_brokers,
+        &flow.topic,
+    ));
+    let catalog = catalog().await;
+    flow.send(100, 50).await;
+    wait_for_rows(&catalog, &flow.stream, 100, Duration::from_secs(60)).await;
+    let before = nessie_main_hash();
+    flow.send(400, 100).await;
+    wait_for_rows(&catalog, &flow.stream, 500, Duration::from_secs(60)).await;
+
+    nessie_reset_main(&before);
+    assert_eq!(
+        scan_event_ids(&catalog, &flow.stream).await.len(),
+        100,
+        "the branch is back to before the second commit"
+    );
+    wait_for_rows(&catalog, &flow.stream, 500, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ids = scan_event_ids(&catalog, &flow.stream).await;
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
 }
