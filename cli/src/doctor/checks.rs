@@ -839,7 +839,15 @@ pub(crate) fn bucket(ns: &str, layout: &Layout, probe: &Probe<ExecReply>) -> Opt
             "404" => Check::fail(
                 check,
                 format!("does not exist at {endpoint}"),
-                "create it: the chart only creates MinIO's bucket (objectStore.external.bucket names it)",
+                if endpoint.trim_end_matches('/') == VERSITYGW_ENDPOINT {
+                    format!(
+                        "versitygw-0's create-bucket init container makes it at start: kubectl delete pod -n {ns} versitygw-0"
+                    )
+                } else {
+                    "create it: the chart only creates the bucket of MinIO or versitygw in the namespace \
+                     (objectStore.external.bucket names it)"
+                        .to_owned()
+                },
             ),
             "403" => Check::fail(
                 check,
