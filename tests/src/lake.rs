@@ -195,19 +195,27 @@ pub fn duckdb_csv(sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// The commit hash of Nessie's `main` branch (its native API, `TLAKE_NESSIE_URI`).
-pub fn nessie_main_hash() -> String {
+/// `curl ARGS… <TLAKE_NESSIE_URI>/<path>` against Nessie's native API: the body, or a panic
+/// naming the call.
+fn nessie_api(args: &[&str], path: &str) -> Vec<u8> {
     let out = Command::new("curl")
-        .args(["-sSf", &format!("{}/trees/main", env("TLAKE_NESSIE_URI"))])
+        .arg("-sSf")
+        .args(args)
+        .arg(format!("{}/{path}", env("TLAKE_NESSIE_URI")))
         .output()
         .expect("curl");
     assert!(
         out.status.success(),
-        "GET trees/main: {}",
+        "Nessie {path}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
+}
+
+/// The commit hash of Nessie's `main` branch.
+pub fn nessie_main_hash() -> String {
     let body: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("Nessie reference JSON");
+        serde_json::from_slice(&nessie_api(&[], "trees/main")).expect("Nessie reference JSON");
     body["reference"]["hash"]
         .as_str()
         .expect("reference.hash")
@@ -218,24 +226,16 @@ pub fn nessie_main_hash() -> String {
 /// when the catalog keeps another writer's commit instead of one of ours.
 pub fn nessie_reset_main(hash: &str) {
     let current = nessie_main_hash();
-    let out = Command::new("curl")
-        .args([
-            "-sSf",
+    let body = format!(r#"{{"type":"BRANCH","name":"main","hash":"{hash}"}}"#);
+    nessie_api(
+        &[
             "-X",
             "PUT",
             "-H",
             "Content-Type: application/json",
             "-d",
-        ])
-        .arg(format!(
-            r#"{{"type":"BRANCH","name":"main","hash":"{hash}"}}"#
-        ))
-        .arg(format!("{}/trees/main@{current}", env("TLAKE_NESSIE_URI")))
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "assign main: {}",
-        String::from_utf8_lossy(&out.stderr)
+            &body,
+        ],
+        &format!("trees/main@{current}"),
     );
 }

@@ -14,13 +14,19 @@ use tlake_tests::stack::stack_ctl;
 /// The two outages must not overlap (tests in one binary run in parallel).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn outage(component: &str) {
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let mut flow = Flow::new(&format!("{component}_down"), 2).await;
-    let _compactor = Compactor::start(&CompactorOptions::new(
+/// A fresh stream on a 2-partition topic with a compactor reading it.
+async fn flow_with_compactor(name: &str) -> (Flow, Compactor) {
+    let flow = Flow::new(name, 2).await;
+    let compactor = Compactor::start(&CompactorOptions::new(
         &flow.stack.kafka_brokers,
         &flow.topic,
     ));
+    (flow, compactor)
+}
+
+async fn outage(component: &str) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (mut flow, _compactor) = flow_with_compactor(&format!("{component}_down")).await;
     let catalog = catalog().await;
     flow.send(1000, 250).await;
     wait_for_rows(&catalog, &flow.stream, 1000, Duration::from_secs(60)).await;
@@ -62,11 +68,7 @@ async fn s3_down_for_a_while_loses_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_commit_the_catalog_lost_is_written_again() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let mut flow = Flow::new("lost_commit", 2).await;
-    let _compactor = Compactor::start(&CompactorOptions::new(
-        &flow.stack.kafka_brokers,
-        &flow.topic,
-    ));
+    let (mut flow, _compactor) = flow_with_compactor("lost_commit").await;
     let catalog = catalog().await;
     flow.send(100, 50).await;
     wait_for_rows(&catalog, &flow.stream, 100, Duration::from_secs(60)).await;
