@@ -2,8 +2,10 @@
 //! Nessie, exactly once (ARCHITECTURE §1.3, §2).
 //!
 //! The data path, top-down: [`pipeline`] consumes and routes each record
-//! through [`decode`] into a per-table [`buffer`]; a flush deduplicates and
-//! sorts in DuckDB, [`write`]s Parquet through iceberg-rust, and commits
+//! ([`wire`] reads it in place, [`decode`] is prost's authority for the rest)
+//! into a per-table [`buffer`], which drops copies on arrival against an
+//! event-id window; a flush has DuckDB sort the buffered keys, builds the
+//! rows ([`rows`]), [`write`]s Parquet through iceberg-rust, and commits
 //! through `tlake-catalog` with the Kafka offsets it covers. [`maintain`]
 //! is the `maintain` subcommand: small-file rewrite, expiry, orphan cleanup.
 #![deny(missing_docs)]
