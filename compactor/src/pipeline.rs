@@ -164,6 +164,19 @@ async fn load_all_progress(
     Ok(out)
 }
 
+/// Whether `theirs` (a table's stored offsets, `None` without any) holds less
+/// than `ours` for some partition: offsets only grow, so a commit was lost.
+pub fn holds_less(theirs: Option<&Offsets>, ours: &Offsets) -> bool {
+    ours.iter().any(|(topic, parts)| {
+        parts.iter().any(|(partition, &mine)| {
+            theirs
+                .and_then(|t| t.get(topic))
+                .and_then(|m| m.get(partition))
+                .is_none_or(|&stored| stored < mine)
+        })
+    })
+}
+
 /// How often `verify_commits` compares our commits with the tables.
 const VERIFY_EVERY: Duration = Duration::from_secs(15);
 
@@ -423,6 +436,22 @@ impl Pipeline {
                     seeks,
                 } => {
                     self.assigned = parts.into_iter().collect();
+                    // A commit of ours the catalog lost before `verify_commits`
+                    // saw it: the table now holds less than we committed. Our
+                    // window still counts its ids as committed and would drop
+                    // them when re-read; forget it (the re-seed below relearns
+                    // what the tables hold).
+                    let lost = self.committed_here.iter().any(|t| {
+                        self.committed
+                            .get(t)
+                            .is_some_and(|ours| holds_less(tables.get(t).map(|p| &p.offsets), ours))
+                    });
+                    if lost {
+                        tracing::warn!(
+                            "a table holds less than this process committed; forgetting the id windows"
+                        );
+                        self.buffers.forget_windows();
+                    }
                     self.committed = tables.into_iter().map(|(t, p)| (t, p.offsets)).collect();
                     // Partitions new to this process may carry copies of events
                     // another instance committed after this one last read the
@@ -943,6 +972,22 @@ fn dead_letter_batch(dead: &[DeadLetter]) -> RecordBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_holding_less_than_we_committed_lost_a_commit() {
+        let ours = progress(Some(1), &[("t", 0, 10), ("t", 1, 5)]).offsets;
+        let more = progress(Some(2), &[("t", 0, 12), ("t", 1, 5), ("t", 2, 3)]).offsets;
+        let less = progress(Some(2), &[("t", 0, 12), ("t", 1, 4)]).offsets;
+        let missing = progress(Some(2), &[("t", 0, 12)]).offsets;
+        assert!(!holds_less(Some(&more), &ours));
+        assert!(holds_less(Some(&less), &ours));
+        assert!(holds_less(Some(&missing), &ours));
+        assert!(
+            holds_less(None, &ours),
+            "the table is gone or has no snapshot"
+        );
+        assert!(!holds_less(None, &Offsets::new()));
+    }
 
     fn progress(snapshot: Option<i64>, entries: &[(&str, i32, i64)]) -> Progress {
         let mut offsets = Offsets::new();

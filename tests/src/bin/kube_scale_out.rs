@@ -416,6 +416,7 @@ fn main() {
     }
     let acked = ledger.len() as u64;
     progress("load stopped");
+    assert!(acked > 0, "no request was acknowledged: the load never ran");
 
     let deadline = Instant::now() + CATCH_UP;
     let (rows, distinct) = loop {
