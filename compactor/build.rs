@@ -1,10 +1,10 @@
-//! Links against DuckDB's prebuilt library unless `bundled-duckdb` compiles DuckDB in.
-//!
-//! libduckdb-sys finds `libduckdb.so` through `DUCKDB_LIB_DIR` (.cargo/config.toml) but tells
-//! the binaries nothing about where it is at run time; the rpath set here does, so the compactor
-//! and the test binaries start from any shell. The directory is resolved through the clone's
-//! `.libduckdb` symlink, so binaries outlive the clone that built them (CI's clones are deleted).
-//! tests/build.rs includes this file: its test binaries link DuckDB through this crate.
+// Links against DuckDB's prebuilt library unless `bundled-duckdb` compiles DuckDB in.
+//
+// libduckdb-sys finds `libduckdb.so` through `DUCKDB_LIB_DIR` (.cargo/config.toml) but tells
+// the binaries nothing about where it is at run time; the rpath set here does, so the compactor
+// and the test binaries start from any shell. The directory is resolved through the clone's
+// `.libduckdb` symlink, so binaries outlive the clone that built them (CI's clones are deleted).
+// tests/build.rs includes this file: its test binaries link DuckDB through this crate.
 
 fn main() {
     println!("cargo::rerun-if-env-changed=DUCKDB_LIB_DIR");
@@ -12,7 +12,9 @@ fn main() {
         return;
     }
     let Some(dir) = std::env::var_os("DUCKDB_LIB_DIR") else {
-        println!("cargo::error=DUCKDB_LIB_DIR is not set (.cargo/config.toml sets it): run deploy/local/libduckdb, or build with --features tlake-compactor/bundled-duckdb");
+        println!(
+            "cargo::error=DUCKDB_LIB_DIR is not set (.cargo/config.toml sets it): run deploy/local/libduckdb, or build with --features tlake-compactor/bundled-duckdb"
+        );
         return;
     };
     match std::fs::canonicalize(&dir) {

@@ -36,8 +36,6 @@ pub const SUMMARY_WRITER_EPOCH: &str = "tlake.writer-epoch";
 pub const SUMMARY_MAX_EVENT_TIME: &str = "tlake.max-event-time-us";
 /// Table property: iceberg-rust's own commit retries. We set 0: retries are ours.
 const PROP_COMMIT_RETRIES: &str = "commit.retry.num-retries";
-/// How many 409s one commit call absorbs before giving up (retryable).
-const MAX_CONFLICT_ATTEMPTS: u32 = 20;
 
 /// S3 settings the client itself uses for data and metadata files.
 #[derive(Debug, Clone)]
@@ -121,6 +119,8 @@ pub struct LakeCatalog {
     http: reqwest::Client,
     uri: String,
     warehouse: String,
+    /// Every catalog request's timeout: what the orphan grace floor is computed from.
+    pub(crate) request_timeout: Duration,
     /// S3 settings for listing and deleting objects (maintenance).
     pub(crate) storage: crate::maintenance::Storage,
 }
@@ -173,6 +173,7 @@ impl LakeCatalog {
             http,
             uri: settings.uri.trim_end_matches('/').to_owned(),
             warehouse: settings.warehouse.clone(),
+            request_timeout: settings.request_timeout,
             storage: crate::maintenance::Storage(settings.s3.clone()),
         };
         catalog.ensure_namespace().await?;
@@ -400,12 +401,16 @@ impl LakeCatalog {
         progress_of(&table.identifier().to_string(), table.metadata())
     }
 
-    /// Commits `request` as one fast-append snapshot, with our own retry
-    /// loop: on 409 reload, re-check fencing, re-merge, try again; on an
-    /// unknown outcome reload and look for our commit id first.
+    /// Commits `request` as one fast-append snapshot. Conflicts are retried
+    /// here (on 409: reload, re-check fencing, re-merge, try again, paced by
+    /// [`retry::conflicts`](crate::retry::conflicts)); an unknown outcome is
+    /// returned as [`CommitOutcome::Unknown`] for the caller to retry with
+    /// the same request, whose next call reloads and looks for the commit id
+    /// first.
     pub async fn commit(&self, request: &CommitRequest) -> Result<CommitOutcome> {
         let ident = self.ident(&request.table);
         let name = ident.to_string();
+        let mut conflict_waits = crate::retry::conflicts();
         let mut conflicts = 0u32;
         loop {
             let table = match self.rest.load_table(&ident).await {
@@ -468,26 +473,21 @@ impl LakeCatalog {
                 Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
                     conflicts += 1;
                     tracing::info!(table = %name, conflicts, "commit conflict, reloading");
-                    if conflicts >= MAX_CONFLICT_ATTEMPTS {
+                    let Some(wait) = conflict_waits.next() else {
                         return Err(Error::TooManyConflicts {
                             table: name,
                             attempts: conflicts,
                         });
-                    }
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(conflicts.min(10))))
-                        .await;
+                    };
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => {
                     // 5xx, timeout, dropped connection, or a failed manifest
-                    // upload: the outcome is unknown. The next turn of the
-                    // loop reloads and looks for our commit id (and the
-                    // fence catches it even if the snapshot was replaced).
-                    tracing::warn!(table = %name, error = %e, "commit outcome unknown, reconciling");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    conflicts += 1;
-                    if conflicts >= MAX_CONFLICT_ATTEMPTS {
-                        return Ok(CommitOutcome::Unknown);
-                    }
+                    // upload: the outcome is unknown. The caller's next call
+                    // reloads and looks for our commit id (and the fence
+                    // catches it even if the snapshot was replaced).
+                    tracing::warn!(table = %name, error = %e, "commit outcome unknown");
+                    return Ok(CommitOutcome::Unknown);
                 }
             }
         }

@@ -1,15 +1,16 @@
-//! tlake-catalog: the compactor's (and users') view of the Iceberg tables
+//! tlake-catalog-client: the compactor's (and users') view of the Iceberg tables
 //! behind Nessie's REST catalog.
 //!
 //! - [`LakeCatalog::connect`] with S3 settings the client uses itself;
 //! - [`LakeCatalog::ensure_table`]: create a stream's table with the layout of
 //!   [`schema::TableKind`], or check an existing one and evolve it additively;
 //! - [`LakeCatalog::commit`]: a fast append whose snapshot summary carries
-//!   the merged Kafka offsets, a commit id and a writer epoch, with our own
-//!   retry, fencing and unknown-outcome reconciliation ([`CommitOutcome`]);
+//!   the merged Kafka offsets, a commit id and a writer epoch, with conflict
+//!   retries, fencing and unknown-outcome reconciliation ([`CommitOutcome`]);
 //! - [`LakeCatalog::progress`]: committed offsets and newest event time;
 //! - [`maintenance`]: replace commits (small-file rewrite), snapshot expiry,
-//!   orphan-file removal.
+//!   orphan-file removal;
+//! - [`retry`]: the one retry policy, and the orphan grace floor it implies.
 #![deny(missing_docs)]
 
 mod catalog;
@@ -19,6 +20,7 @@ pub mod offsets;
 mod pinned;
 pub mod read;
 pub mod recent;
+pub mod retry;
 pub mod schema;
 
 pub use catalog::{

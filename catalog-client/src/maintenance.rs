@@ -32,9 +32,9 @@ use uuid::Uuid;
 use crate::catalog::{LakeCatalog, Posted, S3Settings, SUMMARY_COMMIT_ID, unexpected};
 use crate::error::{Error, Result};
 
-/// How many 409s one replace absorbs (reload, re-check, re-stage) before giving up.
-const MAX_CONFLICTS: u32 = 10;
 /// How many unknown outcomes (5xx, timeouts) before answering `Unknown`.
+/// Maintenance has no caller loop that retries it (the next run does), so
+/// it reconciles a few itself, paced by [`crate::retry::transient`].
 const MAX_UNKNOWN: u32 = 5;
 /// Summary key marking snapshots written by maintenance.
 pub const SUMMARY_MAINTENANCE: &str = "tlake.maintenance";
@@ -192,11 +192,25 @@ fn replace_snapshot(
         .build()
 }
 
-/// Conflicts and unknown outcomes so far of one maintenance commit.
-#[derive(Debug, Default)]
+/// Conflicts and unknown outcomes so far of one maintenance commit, and the
+/// waits the retry policy gives each.
+#[derive(Debug)]
 struct Attempts {
     conflicts: u32,
+    conflict_waits: backon::ExponentialBackoff,
     unknown: u32,
+    unknown_waits: backon::ExponentialBackoff,
+}
+
+impl Default for Attempts {
+    fn default() -> Self {
+        Self {
+            conflicts: 0,
+            conflict_waits: crate::retry::conflicts(),
+            unknown: 0,
+            unknown_waits: crate::retry::transient(),
+        }
+    }
 }
 
 impl Attempts {
@@ -207,22 +221,24 @@ impl Attempts {
             Post::Applied => Ok(false),
             Post::Conflict => {
                 self.conflicts += 1;
-                if self.conflicts >= MAX_CONFLICTS {
+                let Some(wait) = self.conflict_waits.next() else {
                     return Err(Error::TooManyConflicts {
                         table: table.to_owned(),
                         attempts: self.conflicts,
                     });
-                }
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(self.conflicts))).await;
+                };
+                tokio::time::sleep(wait).await;
                 Ok(true)
             }
             Post::Unknown => {
                 self.unknown += 1;
-                if self.unknown >= MAX_UNKNOWN {
-                    return Ok(false);
+                match self.unknown_waits.next() {
+                    Some(wait) if self.unknown < MAX_UNKNOWN => {
+                        tokio::time::sleep(wait).await;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                Ok(true)
             }
         }
     }
@@ -598,7 +614,20 @@ impl LakeCatalog {
     /// metadata log, and the metadata files [`retained_versions`] keeps;
     /// referenced: those files, the manifest lists of their snapshots, the
     /// manifests, the live data and delete files, statistics files.
+    /// A grace shorter than [`retry::orphan_grace_floor`](crate::retry::orphan_grace_floor)
+    /// is refused: it could delete a flush's files before their commit lands.
     pub async fn remove_orphans(&self, table: &str, policy: OrphanPolicy) -> Result<OrphanReport> {
+        let floor = crate::retry::orphan_grace_floor(self.request_timeout);
+        if policy.grace < floor {
+            return Err(Error::Unsafe {
+                table: table.to_owned(),
+                reason: format!(
+                    "an orphan grace of {:?} is shorter than {floor:?}, the longest a flush's files \
+                     can stay unreferenced before their commit lands; refusing to delete anything",
+                    policy.grace
+                ),
+            });
+        }
         let loaded = self.load_table(table).await?;
         let name = loaded.identifier().to_string();
         let metadata = loaded.metadata();

@@ -23,7 +23,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tlake_catalog::{CatalogSettings, LakeCatalog, S3Settings};
+use tlake_catalog_client::{CatalogSettings, LakeCatalog, S3Settings};
 use tlake_proto::v1::{AnyValue, KeyValue, LogBatch, LogEvent, Resource, any_value};
 
 const PARTITIONS: i32 = 4;
@@ -314,7 +314,11 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn covered(offsets: &tlake_catalog::Offsets, topic: &str, ends: &BTreeMap<i32, i64>) -> bool {
+fn covered(
+    offsets: &tlake_catalog_client::Offsets,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+) -> bool {
     ends.iter().all(|(p, end)| {
         offsets
             .get(topic)
@@ -398,7 +402,7 @@ async fn freshness(rate: u64, seconds: u64) {
         let stream = s.stream.clone();
         let topic = s.topic.clone();
         tokio::spawn(async move {
-            let mut seen: Vec<(Instant, tlake_catalog::Offsets)> = Vec::new();
+            let mut seen: Vec<(Instant, tlake_catalog_client::Offsets)> = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(seconds + 120);
             while Instant::now() < deadline {
                 if let Ok(p) = catalog.progress(&stream).await {

@@ -602,8 +602,8 @@ mod tests {
     use arrow_array::cast::AsArray;
     use arrow_array::{Array, FixedSizeBinaryArray};
     use prost::Message as _;
-    use tlake_catalog::TableKind;
-    use tlake_catalog::iceberg::arrow::schema_to_arrow_schema;
+    use tlake_catalog_client::TableKind;
+    use tlake_catalog_client::iceberg::arrow::schema_to_arrow_schema;
     use tlake_proto::v1::{AnyValue, KeyValue, LogBatch, LogEvent, Resource, any_value};
 
     use super::*;

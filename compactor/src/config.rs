@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of environment variables, e.g. `TLAKE_COMPACTOR_KAFKA__BROKERS`.
@@ -16,12 +15,6 @@ pub const ENV_PREFIX: &str = "TLAKE_COMPACTOR_";
 pub const ENV_ACCESS_KEY: &str = "AWS_ACCESS_KEY_ID";
 /// Env var with the S3 secret access key (never in a file).
 pub const ENV_SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
-
-/// Shortest `maintenance.orphan_grace_ms` accepted (30 minutes).
-pub const MIN_ORPHAN_GRACE_MS: u64 = 30 * 60 * 1000;
-/// Tests only: when set, `maintenance.orphan_grace_ms` may be as short as
-/// one second. (Not under [`ENV_PREFIX`], which is read as configuration.)
-pub const SHORT_GRACE_ENV: &str = "TLAKE_TEST_SHORT_ORPHAN_GRACE";
 
 /// Complete compactor configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -192,44 +185,14 @@ impl Default for FlushConfig {
     }
 }
 
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file, environment or flags could not be parsed.
-    #[error("cannot read configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
-    /// A value parsed but makes no sense.
-    #[error("invalid configuration: {key}: {reason}")]
-    Invalid {
-        /// Dotted key.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
+pub use tlake_service_kit::ConfigError;
 
 impl Config {
     /// Loads defaults ← `file` ← environment ← `overrides`, then validates.
     pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::Invalid {
-                    key: "--config",
-                    reason: format!("{} does not exist", path.display()),
-                });
-            }
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        let config: Config = figment
-            .merge(
-                Env::prefixed(ENV_PREFIX)
-                    .split("__")
-                    .ignore(&["config", "failpoint"]),
-            )
-            .merge(overrides)
-            .extract()
-            .map_err(Box::new)?;
+        // TLAKE_COMPACTOR_CONFIG names the file and _FAILPOINT is for tests: neither is a key.
+        let config: Config =
+            tlake_service_kit::config::load(ENV_PREFIX, &["config", "failpoint"], file, overrides)?;
         config.validate()?;
         Ok(config)
     }
@@ -251,7 +214,12 @@ impl Config {
         if self.kafka.topics.is_empty() {
             return invalid("kafka.topics", "must list at least one topic");
         }
-        if let Some(t) = self.kafka.topics.iter().find(|t| !valid_topic(t)) {
+        if let Some(t) = self
+            .kafka
+            .topics
+            .iter()
+            .find(|t| !tlake_proto::contract::is_topic_name(t))
+        {
             return Err(ConfigError::Invalid {
                 key: "kafka.topics",
                 reason: format!("{t:?} is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
@@ -263,7 +231,7 @@ impl Config {
         if self.catalog.warehouse.trim().is_empty() {
             return invalid("catalog.warehouse", "must not be empty");
         }
-        if !valid_identifier(&self.catalog.namespace) {
+        if !tlake_proto::contract::is_stream_name(&self.catalog.namespace) {
             return invalid(
                 "catalog.namespace",
                 "must be lower-case letters, digits and '_', starting with a letter",
@@ -293,7 +261,8 @@ impl Config {
         if !(100..=600_000).contains(&self.flush.max_latency_ms) {
             return invalid("flush.max_latency_ms", "must be between 100 and 600000");
         }
-        self.maintenance.validate()
+        self.maintenance
+            .validate(Duration::from_millis(self.catalog.request_timeout_ms))
     }
 
     /// Latency cap as a duration.
@@ -303,8 +272,9 @@ impl Config {
 }
 
 impl MaintenanceConfig {
-    /// Checks the `[maintenance]` section.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the `[maintenance]` section; the orphan grace against the
+    /// catalog's `request_timeout` (see `retry::orphan_grace_floor`).
+    pub fn validate(&self, request_timeout: Duration) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
                 key,
@@ -338,18 +308,19 @@ impl MaintenanceConfig {
         if self.max_manifests < 2 {
             return invalid("maintenance.max_manifests", "must be at least 2");
         }
-        // A flush's files are unreferenced between upload and commit; the
-        // compactor gives up on a commit after ~25 minutes at worst (5 min of
-        // retries plus one commit call's own), so the grace must be longer.
-        let floor = if std::env::var_os(SHORT_GRACE_ENV).is_some() {
-            1000
-        } else {
-            MIN_ORPHAN_GRACE_MS
-        };
-        if self.orphan_grace_ms < floor {
+        // A flush's files are unreferenced between upload and commit: the
+        // grace must outlast the longest commit the retry policy allows
+        // (remove_orphans refuses a shorter one too; this says so at start).
+        let floor = tlake_catalog_client::retry::orphan_grace_floor(request_timeout);
+        if Duration::from_millis(self.orphan_grace_ms) < floor {
             return invalid(
                 "maintenance.orphan_grace_ms",
-                &format!("must be at least {floor} (30 minutes)"),
+                &format!(
+                    "must be at least {} with catalog.request_timeout_ms = {} (the longest a \
+                     flush's files stay unreferenced before their commit, doubled)",
+                    floor.as_millis(),
+                    request_timeout.as_millis()
+                ),
             );
         }
         Ok(())
@@ -371,34 +342,12 @@ pub fn s3_credentials() -> Result<(String, String), ConfigError> {
     Ok((get(ENV_ACCESS_KEY)?, get(ENV_SECRET_KEY)?))
 }
 
-/// Stream names that can be table names (what the gateway accepts).
-pub fn valid_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.as_bytes()[0].is_ascii_lowercase()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn load_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(text))
-            .extract()
-            .map_err(Box::new)?;
+        let config: Config = tlake_service_kit::config::from_toml(text)?;
         config.validate()?;
         Ok(config)
     }
@@ -488,14 +437,26 @@ mod tests {
     }
 
     #[test]
+    fn the_orphan_grace_must_outlast_the_longest_commit() {
+        // 30 minutes is too short with 30 s catalog requests (a commit may take ~26 min)…
+        let err = load_toml("[maintenance]\norphan_grace_ms = 1800000\n").expect_err("too short");
+        assert!(err.to_string().contains("orphan_grace_ms"), "{err}");
+        // …and enough with 5 s ones.
+        load_toml(
+            "[catalog]\nrequest_timeout_ms = 5000\n[maintenance]\norphan_grace_ms = 1800000\n",
+        )
+        .expect("valid");
+    }
+
+    #[test]
     fn the_maintenance_section_parses_with_defaults_for_the_rest() {
         let c = load_toml(
-            "[maintenance]\nsmall_file_bytes = 1000\nmin_files = 3\norphan_grace_ms = 1800000\n",
+            "[maintenance]\nsmall_file_bytes = 1000\nmin_files = 3\norphan_grace_ms = 3600000\n",
         )
         .expect("valid");
         assert_eq!(c.maintenance.small_file_bytes, 1000);
         assert_eq!(c.maintenance.min_files, 3);
-        assert_eq!(c.maintenance.orphan_grace_ms, 1_800_000);
+        assert_eq!(c.maintenance.orphan_grace_ms, 3_600_000);
         assert_eq!(c.maintenance.keep_snapshots, 10);
         let err = load_toml("[maintenance]\ngrace_ms = 1\n").expect_err("typo must fail");
         assert!(err.to_string().contains("grace_ms"), "{err}");
@@ -506,14 +467,5 @@ mod tests {
         let err = Config::load(Some(Path::new("/nonexistent/c.toml")), Figment::new())
             .expect_err("must fail");
         assert!(err.to_string().contains("/nonexistent/c.toml"), "{err}");
-    }
-
-    #[test]
-    fn identifiers() {
-        assert!(valid_identifier("default"));
-        assert!(valid_identifier("app_2"));
-        assert!(!valid_identifier("2app"));
-        assert!(!valid_identifier("App"));
-        assert!(!valid_identifier(""));
     }
 }

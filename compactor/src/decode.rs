@@ -12,12 +12,11 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use prost::Message as _;
+use tlake_proto::contract::DEFAULT_STREAM;
+use tlake_proto::contract::tags::{log_batch, log_event, resource};
 use tlake_proto::v1::{AnyValue, LogBatch, any_value};
 
 use crate::wire::{self, Any, Reader, Wire, WireError};
-
-/// Stream used when a batch leaves `stream` empty (as the gateway does).
-pub const DEFAULT_STREAM: &str = "default";
 
 /// Where a record came from.
 #[derive(Debug, Clone, Copy)]
@@ -134,14 +133,14 @@ fn scan_batch(
     let mut received_ns = 0u64;
     while let Some((field, w)) = r.field()? {
         match field {
-            1 => stream = r.expect(w, Wire::Len)?.string()?,
-            2 => {
+            log_batch::STREAM => stream = r.expect(w, Wire::Len)?.string()?,
+            log_batch::RESOURCE => {
                 if resource.is_some() {
                     return Err(WireError("resource set twice").into());
                 }
                 resource = Some(scan_resource(r.expect(w, Wire::Len)?.bytes()?, max_depth)?);
             }
-            3 => {
+            log_batch::EVENTS => {
                 let event = r.expect(w, Wire::Len)?.bytes()?;
                 let start = event.as_ptr() as usize - bytes.as_ptr() as usize;
                 let (id, time_us) = scan_event(event, keys.len(), max_depth)?;
@@ -156,8 +155,8 @@ fn scan_batch(
                     time_us,
                 });
             }
-            4 => received_ns = r.expect(w, Wire::I64)?.fixed64()?,
-            5 => {
+            log_batch::RECEIVED_UNIX_NANO => received_ns = r.expect(w, Wire::I64)?.fixed64()?,
+            log_batch::SOURCE => {
                 r.expect(w, Wire::Varint)?.varint()?;
             }
             _ => r.skip(w)?,
@@ -168,7 +167,9 @@ fn scan_batch(
     } else {
         stream
     };
-    if !crate::config::valid_identifier(stream) || stream == tlake_catalog::DEAD_LETTER_TABLE {
+    if !tlake_proto::contract::is_stream_name(stream)
+        || stream == tlake_catalog_client::DEAD_LETTER_TABLE
+    {
         return Err(ScanError::Invalid(format!(
             "stream {stream:?} is not a valid table name"
         )));
@@ -202,7 +203,7 @@ fn scan_resource(bytes: &[u8], max_depth: u32) -> Result<Vec<(String, String)>, 
     let mut r = Reader::new(bytes);
     let mut attributes: BTreeMap<&str, String> = BTreeMap::new();
     while let Some((field, w)) = r.field()? {
-        if field == 1 {
+        if field == resource::ATTRIBUTES {
             let (key, value) = wire::key_value(r.expect(w, Wire::Len)?.bytes()?, max_depth)?;
             let text = match value {
                 None => String::new(),
@@ -227,29 +228,31 @@ fn scan_event(bytes: &[u8], index: usize, max_depth: u32) -> Result<([u8; 16], i
     let mut body = false;
     while let Some((field, w)) = r.field()? {
         match field {
-            1 => id = r.expect(w, Wire::Len)?.bytes()?,
-            2 => time_ns = r.expect(w, Wire::I64)?.fixed64()?,
-            3 => observed_ns = r.expect(w, Wire::I64)?.fixed64()?,
-            4 => {
+            log_event::EVENT_ID => id = r.expect(w, Wire::Len)?.bytes()?,
+            log_event::TIME_UNIX_NANO => time_ns = r.expect(w, Wire::I64)?.fixed64()?,
+            log_event::OBSERVED_TIME_UNIX_NANO => {
+                observed_ns = r.expect(w, Wire::I64)?.fixed64()?
+            }
+            log_event::SEVERITY_NUMBER => {
                 r.expect(w, Wire::Varint)?.varint()?;
             }
-            5 | 11 | 12 => {
+            log_event::SEVERITY_TEXT | log_event::EVENT_NAME | log_event::SCOPE_NAME => {
                 r.expect(w, Wire::Len)?.string()?;
             }
-            6 => {
+            log_event::BODY => {
                 if body {
                     return Err(WireError("body set twice").into());
                 }
                 body = true;
                 wire::any_value(r.expect(w, Wire::Len)?.bytes()?, max_depth)?;
             }
-            7 => {
+            log_event::ATTRIBUTES => {
                 wire::key_value(r.expect(w, Wire::Len)?.bytes()?, max_depth)?;
             }
-            8 | 9 => {
+            log_event::TRACE_ID | log_event::SPAN_ID => {
                 r.expect(w, Wire::Len)?.bytes()?;
             }
-            10 => {
+            log_event::FLAGS => {
                 r.expect(w, Wire::I32)?.fixed32()?;
             }
             _ => r.skip(w)?,
@@ -323,8 +326,8 @@ mod tests {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Int32Type, TimestampMicrosecondType};
     use arrow_array::{Array, RecordBatch};
-    use tlake_catalog::TableKind;
-    use tlake_catalog::iceberg::arrow::schema_to_arrow_schema;
+    use tlake_catalog_client::TableKind;
+    use tlake_catalog_client::iceberg::arrow::schema_to_arrow_schema;
     use tlake_proto::v1::{ArrayValue, KeyValue, KeyValueList, LogEvent, Resource};
 
     use super::*;
@@ -746,7 +749,8 @@ mod tests {
                         } else {
                             &batch.stream
                         };
-                        crate::config::valid_identifier(s) && s != tlake_catalog::DEAD_LETTER_TABLE
+                        tlake_proto::contract::is_stream_name(s)
+                            && s != tlake_catalog_client::DEAD_LETTER_TABLE
                     };
                     assert_eq!(ours.is_ok(), semantic_ok, "{ours:?}");
                     if semantic_ok {

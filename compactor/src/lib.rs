@@ -1,22 +1,33 @@
 //! tlake-compactor: Kafka → DuckDB buffer → Parquet → Iceberg commit via
-//! Nessie, exactly once (ARCHITECTURE §1.3, §2).
+//! Nessie, exactly once (docs/ARCHITECTURE.md).
 //!
-//! The data path, top-down: [`pipeline`] consumes and routes each record
-//! ([`wire`] reads it in place, [`decode`] is prost's authority for the rest)
-//! into a per-table [`buffer`], which drops copies on arrival against an
-//! event-id window; a flush has DuckDB sort the buffered keys, builds the
-//! rows ([`rows`]), [`write`]s Parquet through iceberg-rust, and commits
-//! through `tlake-catalog` with the Kafka offsets it covers. [`maintain`]
-//! is the `maintain` subcommand: small-file rewrite, expiry, orphan cleanup.
+//! The data path, top-down, a module each: [`consume`] (the Kafka consumer
+//! and its rebalances, seeked by [`progress`]) → [`pipeline`] (the loop:
+//! each record is read in place by [`wire`], with [`decode`] as prost's
+//! authority for the rest) → [`buffer`] (per table, dropping copies on
+//! arrival against an event-id window; [`tables`] checks and seeds them;
+//! [`dead_letters`] keeps what cannot be mapped) → [`flush`] (when, and at
+//! which cut; DuckDB sorts the buffered keys, [`rows`] builds the Arrow) →
+//! [`commit`] ([`write`]s Parquet through iceberg-rust and commits through
+//! `tlake-catalog-client` with the Kafka offsets it covers). [`lake`] is the
+//! loop's handle on the catalog and its one retry policy. [`maintain`] is the
+//! `maintain` subcommand: small-file rewrite, expiry, orphan cleanup.
 #![deny(missing_docs)]
 
 pub mod buffer;
+pub mod commit;
 pub mod config;
+pub mod consume;
+pub mod dead_letters;
 pub mod decode;
+pub mod flush;
+pub mod lake;
 pub mod maintain;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod rows;
+pub mod tables;
 pub mod wire;
 pub mod write;
 
@@ -25,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tlake_catalog::{CatalogSettings, LakeCatalog, S3Settings};
+use tlake_catalog_client::{CatalogSettings, LakeCatalog, S3Settings};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -47,7 +58,7 @@ pub enum RunError {
     },
     /// The catalog refused us for good (incompatible table, bad settings).
     #[error(transparent)]
-    Catalog(#[from] tlake_catalog::Error),
+    Catalog(#[from] tlake_catalog_client::Error),
     /// The consume loop failed.
     #[error(transparent)]
     Pipeline(#[from] pipeline::PipelineError),
@@ -83,7 +94,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let settings = catalog_settings(&config)?;
     let metrics = Arc::new(Metrics::new());
-    let listener = metrics::bind(config.metrics_listen)
+    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
         .map_err(|source| RunError::Listen {
             addr: config.metrics_listen,
@@ -93,17 +104,24 @@ pub async fn run(
         addr: config.metrics_listen,
         source,
     })?;
-    tokio::spawn(metrics::serve(listener, metrics.clone()));
+    // Serves until the runtime stops (main shuts it down after the last flush).
+    tokio::spawn(tlake_service_kit::serve::metrics_and_health(
+        listener,
+        metrics.clone(),
+        std::future::pending(),
+    ));
 
     // The catalog may be starting too: back off rather than fail.
-    let mut delay = Duration::from_millis(250);
+    let mut waits = tlake_catalog_client::retry::transient();
     let catalog = loop {
         match LakeCatalog::connect(&settings).await {
             Ok(c) => break c,
             Err(e) if e.retryable() && !stop.load(Ordering::Relaxed) => {
-                tracing::warn!(uri = %settings.uri, error = %e, "catalog unreachable; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                let wait = waits
+                    .next()
+                    .unwrap_or(tlake_catalog_client::retry::MAX_DELAY);
+                tracing::warn!(uri = %settings.uri, error = %e, "catalog unreachable; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
             }
             Err(e) => return Err(e.into()),
         }

@@ -1,7 +1,6 @@
 //! `tlake-compactor`: reads its configuration, consumes until SIGTERM/SIGINT,
 //! then flushes and commits what it holds.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +10,6 @@ use clap::{Args, Parser, Subcommand};
 use figment::Figment;
 use figment::providers::Serialized;
 use tlake_compactor::config::Config;
-use tracing_subscriber::EnvFilter;
 
 /// Compactor: Kafka → DuckDB → Parquet → Iceberg (Nessie), exactly once.
 ///
@@ -52,12 +50,7 @@ struct MaintainArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    tlake_service_kit::init_tracing();
     let cli = Cli::parse();
     let mut overrides = Figment::new();
     if let Some(brokers) = &cli.brokers {
@@ -93,26 +86,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let signal_stop = stop.clone();
         tokio::spawn(async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return,
-                };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            tracing::info!("shutdown signal received");
+            tlake_service_kit::shutdown::signal().await;
             signal_stop.store(true, Ordering::Relaxed);
         });
         tlake_compactor::run(config, stop.clone(), move |metrics| {
-            // One machine-readable line for scripts and tests.
-            let mut out = std::io::stdout();
-            let _ = writeln!(
-                out,
-                "tlake-compactor ready metrics={metrics} topics={topics}"
-            );
-            let _ = out.flush();
+            tlake_service_kit::print_ready(
+                "tlake-compactor",
+                &[("metrics", &metrics), ("topics", &topics)],
+            )
         })
         .await
     });
@@ -131,7 +112,7 @@ fn main() -> ExitCode {
 fn maintain(config: &Config, args: MaintainArgs) -> ExitCode {
     use tlake_compactor::maintain::{MaintainError, MaintainOptions};
     if let Some(table) = &args.table
-        && !tlake_compactor::config::valid_identifier(table)
+        && !tlake_proto::contract::is_stream_name(table)
     {
         eprintln!(
             "tlake-compactor: --table: {table:?} is not a table name \

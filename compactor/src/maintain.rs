@@ -5,12 +5,12 @@
 //!    `maintenance.small_file_bytes`, partitions with at least `min_files`)
 //!    are read with iceberg-rust's Arrow reader, sorted by (service,
 //!    event_time), written with [`crate::write::write_files`], and swapped in
-//!    with one `replace` commit (`tlake-catalog`), which carries the Kafka
+//!    with one `replace` commit (`tlake-catalog-client`), which carries the Kafka
 //!    offsets forward;
 //! 2. merge — when the current snapshot lists more than
 //!    `maintenance.max_manifests` data manifests, their live entries are
 //!    written into one manifest by a `replace` snapshot without data change
-//!    (`tlake-catalog`), so flush-per-commit manifests (and those the rewrite
+//!    (`tlake-catalog-client`), so flush-per-commit manifests (and those the rewrite
 //!    left holding only deleted entries) do not pile up;
 //! 3. expire — snapshots past the retention leave the catalog
 //!    (`remove-snapshots`; Nessie lists only the current snapshot, so there
@@ -29,13 +29,13 @@ use futures::{StreamExt, TryStreamExt};
 use iceberg::ErrorKind;
 use iceberg::spec::{DataFile, Struct};
 use iceberg::table::Table;
-use tlake_catalog::LakeCatalog;
-use tlake_catalog::maintenance::{
+use tlake_catalog_client::LakeCatalog;
+use tlake_catalog_client::maintenance::{
     ExpireReport, LiveFile, MergeOutcome, OrphanPolicy, OrphanReport, ReplaceOutcome, Retention,
     live_data_files, manifest_counts,
 };
-use tlake_catalog::read::{FileToRead, read_data_file};
-use tlake_catalog::schema::{EVENT_TIME, SERVICE};
+use tlake_catalog_client::read::{FileToRead, read_data_file};
+use tlake_catalog_client::schema::{EVENT_TIME, SERVICE};
 
 use crate::config::{Config, ConfigError, MaintenanceConfig};
 use crate::write::{Part, WriteError, Written, write_files};
@@ -70,7 +70,7 @@ pub enum MaintainError {
     },
     /// The catalog or storage failed (or refused).
     #[error(transparent)]
-    Catalog(#[from] tlake_catalog::Error),
+    Catalog(#[from] tlake_catalog_client::Error),
     /// Writing the rewritten files failed.
     #[error(transparent)]
     Write(#[from] WriteError),
@@ -261,7 +261,7 @@ pub async fn maintain_table(
     // A clear error for a wrong name, before anything else.
     if let Err(e) = catalog.load_table(table).await {
         return Err(match e {
-            tlake_catalog::Error::Iceberg(ref i) if i.kind() == ErrorKind::TableNotFound => {
+            tlake_catalog_client::Error::Iceberg(ref i) if i.kind() == ErrorKind::TableNotFound => {
                 MaintainError::NoSuchTable {
                     namespace: catalog.namespace().to_url_string(),
                     table: table.to_owned(),

@@ -1,7 +1,5 @@
-//! Prometheus metrics and the `/metrics` + `/healthz` server.
+//! Prometheus metrics (served with `/healthz` by `tlake_service_kit::serve`).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -173,41 +171,12 @@ impl Default for Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` (503 until consuming) on `listener`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get({
-                let metrics = metrics.clone();
-                move || async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.encode(),
-                    )
-                }
-            }),
-        )
-        .route(
-            "/healthz",
-            axum::routing::get(move || async move {
-                if metrics.ready.load(Ordering::Relaxed) {
-                    (axum::http::StatusCode::OK, "ok")
-                } else {
-                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
-                }
-            }),
-        );
-    axum::serve(listener, app).await
-}
-
-/// Binds the metrics listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
+/// `/healthz` answers 503 until the consume loop runs.
+impl tlake_service_kit::serve::Exposition for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
+    }
+    fn healthy(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
 }

@@ -21,6 +21,8 @@ use arrow_array::{
 use arrow_buffer::{Buffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, FieldRef, Fields, SchemaRef, TimeUnit};
 
+use tlake_proto::contract::tags;
+
 use crate::decode::{RecordInfo, any_text, nanos_to_micros};
 use crate::wire::{self, Any, Reader, Wire};
 
@@ -165,7 +167,7 @@ impl<'a> Text<'a> {
 fn plain_string(any_value: &[u8]) -> Option<&[u8]> {
     let mut r = Reader::new(any_value);
     match r.field() {
-        Ok(Some((1, Wire::Len))) => {}
+        Ok(Some((tags::any_value::STRING, Wire::Len))) => {}
         _ => return None,
     }
     let s = r.bytes().ok()?;
@@ -267,36 +269,36 @@ impl<'a> Rows<'a> {
         let len = |r: &mut Reader<'a>, w| r.expect(w, Wire::Len).and_then(Reader::bytes);
         while let Some((field, w)) = r.field().map_err(bug)? {
             match field {
-                1 => id = len(&mut r, w).map_err(bug)?,
-                3 => {
+                tags::log_event::EVENT_ID => id = len(&mut r, w).map_err(bug)?,
+                tags::log_event::OBSERVED_TIME_UNIX_NANO => {
                     observed_ns = r
                         .expect(w, Wire::I64)
                         .and_then(Reader::fixed64)
                         .map_err(bug)?
                 }
                 // The protobuf rule for int32: the varint's low 32 bits.
-                4 => {
+                tags::log_event::SEVERITY_NUMBER => {
                     severity_number = r
                         .expect(w, Wire::Varint)
                         .and_then(Reader::varint)
                         .map_err(bug)? as i32
                 }
-                5 => severity_text = len(&mut r, w).map_err(bug)?,
-                6 => body = Some(len(&mut r, w).map_err(bug)?),
-                7 => {
+                tags::log_event::SEVERITY_TEXT => severity_text = len(&mut r, w).map_err(bug)?,
+                tags::log_event::BODY => body = Some(len(&mut r, w).map_err(bug)?),
+                tags::log_event::ATTRIBUTES => {
                     let kv = len(&mut r, w).map_err(bug)?;
                     self.scratch.push(key_value(kv).map_err(bug)?);
                 }
-                8 => trace_id = len(&mut r, w).map_err(bug)?,
-                9 => span_id = len(&mut r, w).map_err(bug)?,
-                10 => {
+                tags::log_event::TRACE_ID => trace_id = len(&mut r, w).map_err(bug)?,
+                tags::log_event::SPAN_ID => span_id = len(&mut r, w).map_err(bug)?,
+                tags::log_event::FLAGS => {
                     flags = r
                         .expect(w, Wire::I32)
                         .and_then(Reader::fixed32)
                         .map_err(bug)?
                 }
-                11 => event_name = len(&mut r, w).map_err(bug)?,
-                12 => scope_name = len(&mut r, w).map_err(bug)?,
+                tags::log_event::EVENT_NAME => event_name = len(&mut r, w).map_err(bug)?,
+                tags::log_event::SCOPE_NAME => scope_name = len(&mut r, w).map_err(bug)?,
                 _ => r.skip(w).map_err(bug)?,
             }
         }

@@ -9,7 +9,9 @@
 //! unusual (a singular message field sent twice, which prost would merge;
 //! groups; deep nesting) is reported as [`WireError`], and the caller then
 //! lets prost decide (see `decode`), so prost stays the authority on what a
-//! valid record is.
+//! valid record is. Field numbers come from `tlake_proto::contract::tags`.
+
+use tlake_proto::contract::tags;
 
 /// Why the reader stopped. The caller falls back to prost on any of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,26 +198,28 @@ pub fn any_value(bytes: &[u8], budget: u32) -> WireResult<Any<'_>> {
     let mut r = Reader::new(bytes);
     let mut value = Any::Empty;
     while let Some((field, wire)) = r.field()? {
-        if value != Any::Empty && (1..=7).contains(&field) {
+        if value != Any::Empty
+            && (tags::any_value::STRING..=tags::any_value::BYTES).contains(&field)
+        {
             // Oneof set twice: prost keeps the last (or merges messages).
             return Err(WireError("AnyValue with two values"));
         }
         match field {
-            1 => value = Any::Str(r.expect(wire, Wire::Len)?.string()?),
-            2 | 3 => {
+            tags::any_value::STRING => value = Any::Str(r.expect(wire, Wire::Len)?.string()?),
+            tags::any_value::BOOL | tags::any_value::INT => {
                 r.expect(wire, Wire::Varint)?.varint()?;
                 value = Any::Other(bytes);
             }
-            4 => {
+            tags::any_value::DOUBLE => {
                 r.expect(wire, Wire::I64)?.fixed64()?;
                 value = Any::Other(bytes);
             }
-            5 => {
+            tags::any_value::ARRAY => {
                 // ArrayValue { repeated AnyValue values = 1 }
                 let array = r.expect(wire, Wire::Len)?.bytes()?;
                 let mut a = Reader::new(array);
                 while let Some((f, w)) = a.field()? {
-                    if f == 1 {
+                    if f == tags::VALUES {
                         any_value(a.expect(w, Wire::Len)?.bytes()?, budget)?;
                     } else {
                         a.skip(w)?;
@@ -223,12 +227,12 @@ pub fn any_value(bytes: &[u8], budget: u32) -> WireResult<Any<'_>> {
                 }
                 value = Any::Other(bytes);
             }
-            6 => {
+            tags::any_value::KVLIST => {
                 // KeyValueList { repeated KeyValue values = 1 }
                 let list = r.expect(wire, Wire::Len)?.bytes()?;
                 let mut l = Reader::new(list);
                 while let Some((f, w)) = l.field()? {
-                    if f == 1 {
+                    if f == tags::VALUES {
                         key_value(l.expect(w, Wire::Len)?.bytes()?, budget)?;
                     } else {
                         l.skip(w)?;
@@ -236,7 +240,7 @@ pub fn any_value(bytes: &[u8], budget: u32) -> WireResult<Any<'_>> {
                 }
                 value = Any::Other(bytes);
             }
-            7 => {
+            tags::any_value::BYTES => {
                 r.expect(wire, Wire::Len)?.bytes()?;
                 value = Any::Other(bytes);
             }
@@ -253,8 +257,8 @@ pub fn key_value(bytes: &[u8], budget: u32) -> WireResult<(&str, Option<Any<'_>>
     let mut value = None;
     while let Some((field, wire)) = r.field()? {
         match field {
-            1 => key = r.expect(wire, Wire::Len)?.string()?,
-            2 => {
+            tags::key_value::KEY => key = r.expect(wire, Wire::Len)?.string()?,
+            tags::key_value::VALUE => {
                 if value.is_some() {
                     return Err(WireError("KeyValue with two values"));
                 }

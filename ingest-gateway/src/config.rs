@@ -10,11 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-/// Name of the stream used when a request leaves `stream` empty.
-pub const DEFAULT_STREAM: &str = "default";
 /// Kafka topic the default stream routes to (the seed's topic).
 pub const DEFAULT_TOPIC: &str = "telemetry-logs";
 /// Prefix of environment variables; nested keys are joined with `__`,
@@ -105,7 +102,10 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 4317)),
             metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
-            streams: BTreeMap::from([(DEFAULT_STREAM.to_owned(), DEFAULT_TOPIC.to_owned())]),
+            streams: BTreeMap::from([(
+                tlake_proto::contract::DEFAULT_STREAM.to_owned(),
+                DEFAULT_TOPIC.to_owned(),
+            )]),
             kafka: KafkaConfig::default(),
             limits: Limits::default(),
             auth: AuthConfig::default(),
@@ -139,52 +139,14 @@ impl Default for Limits {
     }
 }
 
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file, environment or flags could not be parsed.
-    #[error("cannot read configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
-    /// A value parsed but makes no sense.
-    #[error("invalid configuration: {key}: {reason}")]
-    Invalid {
-        /// Dotted key, e.g. `limits.chunk_bytes`.
-        key: &'static str,
-        /// What is wrong and what would be accepted.
-        reason: String,
-    },
-    /// A file the configuration names could not be read.
-    #[error("cannot read {key} file {path}: {source}")]
-    File {
-        /// Dotted key naming the file.
-        key: &'static str,
-        /// The path given.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-}
+pub use tlake_service_kit::ConfigError;
 
 impl Config {
     /// Loads defaults ← `file` (if given) ← environment ← `overrides`, then validates.
     pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::File {
-                    key: "--config",
-                    path: path.to_owned(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-                });
-            }
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        let config: Config = figment
-            // TLAKE_GATEWAY_CONFIG names the file (a flag's env), not a key.
-            .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
-            .merge(overrides)
-            .extract()
-            .map_err(Box::new)?;
+        // TLAKE_GATEWAY_CONFIG names the file (a flag's env), not a key.
+        let config: Config =
+            tlake_service_kit::config::load(ENV_PREFIX, &["config"], file, overrides)?;
         config.validate()?;
         Ok(config)
     }
@@ -201,13 +163,13 @@ impl Config {
             return invalid("streams", "at least one stream → topic route is required");
         }
         for (stream, topic) in &self.streams {
-            if let Err(reason) = crate::validate::stream_name(stream) {
+            if let Err(reason) = tlake_proto::contract::stream_name(stream) {
                 return Err(ConfigError::Invalid {
                     key: "streams",
                     reason: format!("stream {stream:?}: {reason}"),
                 });
             }
-            if !valid_topic(topic) {
+            if !tlake_proto::contract::is_topic_name(topic) {
                 return Err(ConfigError::Invalid {
                     key: "streams",
                     reason: format!(
@@ -300,16 +262,6 @@ impl Config {
     }
 }
 
-fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
 /// Durations are written as integer milliseconds in files and env.
 mod millis {
     use std::time::Duration;
@@ -330,9 +282,7 @@ mod tests {
     use super::*;
 
     fn load_toml(text: &str) -> Result<Config, ConfigError> {
-        let figment =
-            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = tlake_service_kit::config::from_toml(text)?;
         config.validate()?;
         Ok(config)
     }

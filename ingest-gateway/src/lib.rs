@@ -116,31 +116,14 @@ pub async fn run(
             export, auth,
         ));
 
-    let metrics_app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get({
-                let metrics = metrics.clone();
-                move || async move {
-                    (
-                        [(
-                            http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.encode(),
-                    )
-                }
-            }),
-        )
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
     let mut metrics_stop = stop_rx.clone();
-    let metrics_server = tokio::spawn(async move {
-        axum::serve(metrics_listener, metrics_app)
-            .with_graceful_shutdown(async move {
-                let _ = metrics_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let metrics_server = tokio::spawn(tlake_service_kit::serve::metrics_and_health(
+        metrics_listener,
+        metrics.clone(),
+        async move {
+            let _ = metrics_stop.wait_for(|stop| *stop).await;
+        },
+    ));
 
     // On the shutdown signal: report NOT_SERVING so load balancers move away,
     // stop accepting, and let in-flight requests finish (they answer only

@@ -1,6 +1,5 @@
 //! `tlake-gateway`: reads its configuration, serves until SIGTERM/SIGINT.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,8 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use figment::Figment;
 use figment::providers::Serialized;
-use tlake_gateway::config::Config;
-use tracing_subscriber::EnvFilter;
+use tlake_ingest_gateway::config::Config;
 
 /// Ingest gateway: SendLogs and OTLP Export → Kafka.
 ///
@@ -35,12 +33,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    tlake_service_kit::init_tracing();
     let cli = Cli::parse();
     let mut overrides = Figment::new();
     if let Some(listen) = cli.listen {
@@ -74,19 +67,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(tlake_gateway::run(
+    let result = runtime.block_on(tlake_ingest_gateway::run(
         config,
         |bound| {
-            // One machine-readable line for scripts and tests.
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(
-                out,
-                "tlake-gateway ready grpc={} metrics={}",
-                bound.grpc, bound.metrics
-            );
-            let _ = out.flush();
+            tlake_service_kit::print_ready(
+                "tlake-gateway",
+                &[("grpc", &bound.grpc), ("metrics", &bound.metrics)],
+            )
         },
-        shutdown_signal(),
+        tlake_service_kit::shutdown::signal(),
     ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,17 +83,5 @@ fn main() -> ExitCode {
             eprintln!("tlake-gateway: {err:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -109,6 +109,17 @@ impl Metrics {
     }
 }
 
+/// The gateway is healthy once it serves: Kafka's reachability is the gRPC
+/// health service's business (and `kafka_up`'s), not the process's.
+impl tlake_service_kit::serve::Exposition for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
+    }
+    fn healthy(&self) -> bool {
+        true
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

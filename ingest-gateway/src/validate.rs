@@ -4,34 +4,14 @@
 use std::collections::BTreeMap;
 
 use prost::Message;
+use tlake_proto::contract::{DEFAULT_STREAM, stream_name};
 use tlake_proto::v1::LogEvent;
 
-use crate::config::{DEFAULT_STREAM, Limits};
+use crate::config::Limits;
 use crate::error::GatewayError;
 
-/// Longest stream name: it becomes an Iceberg table name and part of topic names.
-pub const MAX_STREAM_NAME: usize = 63;
 /// Highest OpenTelemetry severity number (FATAL4).
 pub const MAX_SEVERITY: i32 = 24;
-
-/// Checks a stream name: `[a-z][a-z0-9_]*`, at most 63 characters.
-pub fn stream_name(name: &str) -> Result<(), String> {
-    let mut bytes = name.bytes();
-    match bytes.next() {
-        None => return Err("must not be empty".into()),
-        Some(b) if !b.is_ascii_lowercase() => {
-            return Err("must start with a lower-case letter".into());
-        }
-        Some(_) => {}
-    }
-    if name.len() > MAX_STREAM_NAME {
-        return Err(format!("must be at most {MAX_STREAM_NAME} characters"));
-    }
-    if !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err("may only contain a-z, 0-9 and '_'".into());
-    }
-    Ok(())
-}
 
 /// Resolves a request's stream to its Kafka topic.
 pub fn route<'a>(

@@ -4,7 +4,7 @@
 //! Needs a running gateway (see BENCHMARKS.md for the exact commands):
 //!
 //! ```text
-//! cargo run --release -p tlake-sdk --example bench -- http://127.0.0.1:4317 2000000
+//! cargo run --release -p tlake-producer-sdk --example bench -- http://127.0.0.1:4317 2000000
 //! ```
 //!
 //! Two measurements, both from one application thread:
@@ -15,10 +15,10 @@
 
 use std::time::{Duration, Instant};
 
-use tlake_sdk::{Client, OverflowPolicy, TracingLayer};
+use tlake_producer_sdk::{Client, OverflowPolicy, TracingLayer};
 use tracing_subscriber::prelude::*;
 
-fn main() -> Result<(), tlake_sdk::Error> {
+fn main() -> Result<(), tlake_producer_sdk::Error> {
     let mut args = std::env::args().skip(1);
     let endpoint = args
         .next()
@@ -128,7 +128,7 @@ fn thread_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time of the SDK's background thread (named `tlake-sdk`), in ns.
+/// CPU time of the SDK's background thread (named `tlake-producer-sdk`), in ns.
 fn sdk_thread_cpu_ns() -> u64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0;

@@ -2,15 +2,15 @@
 //!
 //! ```text
 //! TLAKE_ENDPOINT=http://127.0.0.1:4317 OTEL_SERVICE_NAME=example \
-//!     cargo run -p tlake-sdk --example client
+//!     cargo run -p tlake-producer-sdk --example client
 //! ```
 
 use std::time::Duration;
 
-use tlake_sdk::{ClientBuilder, Compression, Event, OverflowPolicy, Severity, Shutdown};
+use tlake_producer_sdk::{ClientBuilder, Compression, Event, OverflowPolicy, Severity, Shutdown};
 
 #[tokio::main]
-async fn main() -> Result<(), tlake_sdk::Error> {
+async fn main() -> Result<(), tlake_producer_sdk::Error> {
     // Endpoint, token and stream come from TLAKE_* variables; the resource
     // from OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES.
     let client = ClientBuilder::from_env()

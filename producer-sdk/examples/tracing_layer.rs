@@ -3,15 +3,15 @@
 //!
 //! ```text
 //! TLAKE_ENDPOINT=http://127.0.0.1:4317 OTEL_SERVICE_NAME=example \
-//!     cargo run -p tlake-sdk --example tracing_layer
+//!     cargo run -p tlake-producer-sdk --example tracing_layer
 //! ```
 
-use tlake_sdk::{ClientBuilder, TracingLayer};
+use tlake_producer_sdk::{ClientBuilder, TracingLayer};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 #[tokio::main]
-async fn main() -> Result<(), tlake_sdk::Error> {
+async fn main() -> Result<(), tlake_producer_sdk::Error> {
     let client = ClientBuilder::from_env().build()?;
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer())

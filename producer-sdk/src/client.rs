@@ -733,7 +733,7 @@ mod tests {
             let span = tracing::info_span!(target: "shop", "request", http.route = "/orders", user.id = "u-1");
             let _guard = span.enter();
             tracing::warn!(target: "shop::orders", ratio = 0.5, order.id = 42, ok = false, user.id = "u-2", "order {} stuck", 42);
-            tracing::info!(target: "tlake_sdk::internal", "never sent");
+            tracing::info!(target: "tlake_producer_sdk::internal", "never sent");
         });
         client.flush().await.expect("delivered");
         let events = fake.accepted();

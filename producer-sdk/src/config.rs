@@ -412,7 +412,7 @@ impl ClientBuilder {
             return invalid("tls", "TLS needs an https:// endpoint".into());
         }
         if !self.stream.is_empty() {
-            stream_name(&self.stream)
+            tlake_proto::contract::stream_name(&self.stream)
                 .or_else(|reason| invalid("stream", format!("{:?} {reason}", self.stream)))?;
         }
         if let Some(token) = &self.token
@@ -477,21 +477,6 @@ impl ClientBuilder {
         }
         self.resource_attrs().map(|_| ())
     }
-}
-
-/// The gateway's stream-name rule: `[a-z][a-z0-9_]*`, at most 63 characters.
-fn stream_name(name: &str) -> Result<(), String> {
-    let mut bytes = name.bytes();
-    if !bytes.next().is_some_and(|b| b.is_ascii_lowercase()) {
-        return Err("must start with a lower-case letter".into());
-    }
-    if name.len() > 63 {
-        return Err("must be at most 63 characters".into());
-    }
-    if !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err("may only contain a-z, 0-9 and '_'".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

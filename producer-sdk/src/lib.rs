@@ -14,13 +14,13 @@
 //! ```no_run
 //! use tracing_subscriber::prelude::*;
 //!
-//! # #[tokio::main] async fn main() -> Result<(), tlake_sdk::Error> {
-//! let client = tlake_sdk::Client::builder()
+//! # #[tokio::main] async fn main() -> Result<(), tlake_producer_sdk::Error> {
+//! let client = tlake_producer_sdk::Client::builder()
 //!     .endpoint("http://127.0.0.1:4317")
 //!     .service_name("checkout")
 //!     .build()?;
 //! tracing_subscriber::registry()
-//!     .with(tlake_sdk::TracingLayer::new(client.clone()))
+//!     .with(tlake_producer_sdk::TracingLayer::new(client.clone()))
 //!     .init();
 //!
 //! tracing::info!(order.id = 42, user.id = "u-7", "order placed");
@@ -34,9 +34,9 @@
 //! Or build events yourself:
 //!
 //! ```no_run
-//! use tlake_sdk::{Client, Event, Severity};
+//! use tlake_producer_sdk::{Client, Event, Severity};
 //!
-//! # async fn run() -> Result<(), tlake_sdk::Error> {
+//! # async fn run() -> Result<(), tlake_producer_sdk::Error> {
 //! let client = Client::builder().build()?;
 //! client.log(Event::new(Severity::Warn, "disk almost full").attr("disk.used_ratio", 0.93))?;
 //! client.flush().await?; // every event logged so far is now in Kafka

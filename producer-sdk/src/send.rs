@@ -197,7 +197,7 @@ impl Sender {
                     last: Box::new(err),
                 });
             }
-            tracing::debug!(target: "tlake_sdk", attempt, ?wait, %err, "retrying a batch");
+            tracing::debug!(target: "tlake_producer_sdk", attempt, ?wait, %err, "retrying a batch");
             self.counters
                 .retried
                 .fetch_add(events as u64, Ordering::Relaxed);
@@ -254,7 +254,7 @@ impl Sender {
     }
 
     fn fail(&self, events: u64, error: Error) {
-        tracing::warn!(target: "tlake_sdk", events, %error, "events not delivered");
+        tracing::warn!(target: "tlake_producer_sdk", events, %error, "events not delivered");
         self.counters.failed.fetch_add(events, Ordering::Relaxed);
         self.record_error(&error);
         if let Some(hook) = &self.on_failure {

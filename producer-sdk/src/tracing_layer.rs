@@ -19,7 +19,7 @@ use crate::event::{Event, Severity, Value};
 /// transport it sends with. Sending them would feed the SDK's work back into
 /// its own queue, an endless loop under load.
 pub const EXCLUDED_TARGETS: &[&str] = &[
-    "tlake_sdk",
+    "tlake_producer_sdk",
     "tonic",
     "h2",
     "hyper",
@@ -228,8 +228,8 @@ mod tests {
 
     #[test]
     fn exclusions_match_whole_crate_names() {
-        assert!(is_excluded("tlake_sdk"));
-        assert!(is_excluded("tlake_sdk::send"));
+        assert!(is_excluded("tlake_producer_sdk"));
+        assert!(is_excluded("tlake_producer_sdk::send"));
         assert!(is_excluded("h2::proto::streams"));
         assert!(is_excluded("hyper_util::client"));
         assert!(!is_excluded("h2o_app"));

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod contract;
 
 /// `telemetry.v1` messages and the `LogIngest` service.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

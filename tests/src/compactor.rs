@@ -123,7 +123,7 @@ pub fn maintain(options: &CompactorOptions, maintenance: &str, args: &[&str]) ->
         .args(args)
         .envs(crate::lake::compactor_env())
         // Lets tests use a grace of seconds (the floor is 30 minutes).
-        .env("TLAKE_TEST_SHORT_ORPHAN_GRACE", "1") // tlake_compactor::config::SHORT_GRACE_ENV
+        .env("TLAKE_TEST_SHORT_ORPHAN_GRACE", "1") // tlake_catalog_client::retry::SHORT_GRACE_ENV
         .env("RUST_LOG", "info")
         .output()
         .expect("run tlake-compactor maintain");

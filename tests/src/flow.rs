@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tlake_catalog::{LakeCatalog, Offsets};
+use tlake_catalog_client::{LakeCatalog, Offsets};
 use tlake_proto::v1::{LogEvent, SendLogsRequest};
 use tokio::sync::watch;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use futures::TryStreamExt;
-use tlake_catalog::{CatalogSettings, LakeCatalog, S3Settings};
+use tlake_catalog_client::{CatalogSettings, LakeCatalog, S3Settings};
 
 use crate::stack::repo_root;
 
@@ -118,7 +118,10 @@ pub async fn scan_event_ids(catalog: &LakeCatalog, table: &str) -> Vec<[u8; 16]>
 
 /// Rows of the dead-letter table from `topic`: (partition, offset, reason, raw).
 pub async fn dead_letters(catalog: &LakeCatalog, topic: &str) -> Vec<(i32, i64, String, Vec<u8>)> {
-    let Ok(table) = catalog.load_table(tlake_catalog::DEAD_LETTER_TABLE).await else {
+    let Ok(table) = catalog
+        .load_table(tlake_catalog_client::DEAD_LETTER_TABLE)
+        .await
+    else {
         return Vec::new();
     };
     if table.metadata().current_snapshot().is_none() {

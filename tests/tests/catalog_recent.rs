@@ -1,4 +1,4 @@
-//! `tlake_catalog::recent` against the real local stack (Nessie, S3 server):
+//! `tlake_catalog_client::recent` against the real local stack (Nessie, S3 server):
 //! the event ids the newest appends added, rebuilt from a table whose
 //! snapshots were written with the compactor's own writer and committed
 //! through `LakeCatalog::commit` (and `replace_files` for maintenance).
@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use tlake_compactor::write::Part;
 
 use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, TimestampMicrosecondArray};
-use tlake_catalog::iceberg::spec::DataFile;
-use tlake_catalog::maintenance::ReplaceOutcome;
-use tlake_catalog::recent::{RecentIds, recent_event_ids};
-use tlake_catalog::{CommitOutcome, CommitRequest, LakeCatalog, TableKind};
+use tlake_catalog_client::iceberg::spec::DataFile;
+use tlake_catalog_client::maintenance::ReplaceOutcome;
+use tlake_catalog_client::recent::{RecentIds, recent_event_ids};
+use tlake_catalog_client::{CommitOutcome, CommitRequest, LakeCatalog, TableKind};
 use tlake_tests::lake::{catalog, scan_event_ids, settings, unique_stream};
 
 const DAY_US: i64 = 86_400_000_000;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tlake_catalog::LakeCatalog;
+use tlake_catalog_client::LakeCatalog;
 
 use tlake_tests::assert_no_loss_no_dup;
 use tlake_tests::compactor::{Compactor, CompactorOptions, http_get};
@@ -246,7 +246,7 @@ async fn two_compactors_with_rebalances_write_no_duplicate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn catalog_commits_fence_merge_and_reconcile() {
     use std::collections::BTreeMap;
-    use tlake_catalog::{CommitOutcome, CommitRequest, TableKind};
+    use tlake_catalog_client::{CommitOutcome, CommitRequest, TableKind};
 
     let catalog = catalog().await;
     let table = tlake_tests::lake::unique_stream("commit");
@@ -339,12 +339,12 @@ fn bad_configuration_is_refused_with_the_key_named() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn existing_tables_are_evolved_additively_or_refused() {
-    use tlake_catalog::iceberg::TableCreation;
-    use tlake_catalog::iceberg::spec::{
+    use tlake_catalog_client::iceberg::TableCreation;
+    use tlake_catalog_client::iceberg::spec::{
         Schema, Transform, UnboundPartitionField, UnboundPartitionSpec,
     };
-    use tlake_catalog::schema::logs_fields;
-    use tlake_catalog::{Error, TableKind};
+    use tlake_catalog_client::schema::logs_fields;
+    use tlake_catalog_client::{Error, TableKind};
 
     let catalog = catalog().await;
     let create = |name: &str, drop_columns: &[&str], transform: Transform| {

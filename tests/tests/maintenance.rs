@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
-use tlake_catalog::LakeCatalog;
-use tlake_catalog::maintenance::{ReplaceOutcome, Retention, live_data_files};
+use tlake_catalog_client::LakeCatalog;
+use tlake_catalog_client::maintenance::{ReplaceOutcome, Retention, live_data_files};
 use tlake_compactor::config::MaintenanceConfig;
 use tlake_compactor::maintain::{plan_rewrites, read_files, rewrite_group};
 use tlake_tests::assert_no_loss_no_dup;
@@ -45,7 +45,7 @@ fn assert_ok(run: &MaintainRun) {
 async fn data_files(
     catalog: &LakeCatalog,
     table: &str,
-) -> Vec<tlake_catalog::iceberg::spec::DataFile> {
+) -> Vec<tlake_catalog_client::iceberg::spec::DataFile> {
     let table = catalog.load_table(table).await.expect("load");
     live_data_files(&table)
         .await
@@ -66,7 +66,7 @@ fn duckdb_counts(table: &str) -> Vec<Vec<String>> {
 async fn assert_rows_and_progress_unchanged(
     flow: &Flow,
     catalog: &LakeCatalog,
-    before: &tlake_catalog::Progress,
+    before: &tlake_catalog_client::Progress,
 ) {
     let n = flow.ledger.len();
     let ids = scan_event_ids(catalog, &flow.stream).await;
@@ -99,7 +99,7 @@ async fn small_files_are_rewritten_sorted_with_rows_and_progress_unchanged() {
     assert_ok(&run);
     eprintln!("{}", run.stdout);
     let after = data_files(&catalog, &flow.stream).await;
-    let bytes = |files: &[tlake_catalog::iceberg::spec::DataFile]| {
+    let bytes = |files: &[tlake_catalog_client::iceberg::spec::DataFile]| {
         files.iter().map(|f| f.file_size_in_bytes()).sum::<u64>()
     };
     eprintln!(
@@ -338,7 +338,7 @@ async fn an_append_between_plan_and_commit_is_retried_without_duplicates() {
 #[tokio::test(flavor = "multi_thread")]
 async fn nessie_refuses_remove_snapshots_and_expiry_says_so() {
     use std::collections::BTreeMap;
-    use tlake_catalog::{CommitOutcome, CommitRequest, Error, TableKind};
+    use tlake_catalog_client::{CommitOutcome, CommitRequest, Error, TableKind};
 
     let catalog = catalog().await;
     let table = tlake_tests::lake::unique_stream("expire");
@@ -429,7 +429,7 @@ async fn unknown_tables_and_bad_settings_are_refused_with_clear_errors() {
 /// path → (adding snapshot, data seq, file seq, rows); and how many
 /// manifests the manifest list holds.
 async fn live_entries(
-    table: &tlake_catalog::iceberg::table::Table,
+    table: &tlake_catalog_client::iceberg::table::Table,
 ) -> (usize, BTreeMap<String, (i64, i64, i64, u64)>) {
     let snapshot = table.metadata().current_snapshot().expect("snapshot");
     let list = table
@@ -462,8 +462,8 @@ async fn live_entries(
     (list.entries().len(), live)
 }
 
-async fn recent_ids(table: &tlake_catalog::iceberg::table::Table) -> (usize, Vec<Vec<u8>>) {
-    let recent = tlake_catalog::recent::recent_event_ids(table, 2, 1_000_000)
+async fn recent_ids(table: &tlake_catalog_client::iceberg::table::Table) -> (usize, Vec<Vec<u8>>) {
+    let recent = tlake_catalog_client::recent::recent_event_ids(table, 2, 1_000_000)
         .await
         .expect("recent ids");
     let mut ids: Vec<Vec<u8>> = (0..recent.ids.len())
@@ -517,7 +517,7 @@ async fn flush_manifests_are_merged_with_rows_progress_and_recent_ids_unchanged(
     let snapshot = table.metadata().current_snapshot().expect("snapshot");
     assert_eq!(
         snapshot.summary().operation,
-        tlake_catalog::iceberg::spec::Operation::Replace
+        tlake_catalog_client::iceberg::spec::Operation::Replace
     );
     let summary = &snapshot.summary().additional_properties;
     assert_eq!(summary["tlake.maintenance"], "merge-manifests");

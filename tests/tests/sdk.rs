@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tlake_sdk::{
+use tlake_producer_sdk::{
     Client, ClientBuilder, Compression, DeliveryFailure, Error, Event, OverflowPolicy, RetryPolicy,
     Severity, Shutdown, Tls,
 };

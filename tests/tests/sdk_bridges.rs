@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tlake_producer_sdk::{Client, LogBridge};
 use tlake_proto::v1::{LogEvent, any_value};
-use tlake_sdk::{Client, LogBridge};
 use tlake_tests::gateway::{Gateway, GatewayOptions};
 use tlake_tests::kafka::{create_topic, events, unique_topic};
 use tlake_tests::stack::Stack;
@@ -63,7 +63,7 @@ async fn flush_and_read(client: &Client, stack: &Stack, topic: &str) -> Vec<LogE
 async fn tracing_events_arrive_with_their_fields() {
     let (stack, topic, _gateway, client) = setup("tracing").await;
     let subscriber =
-        tracing_subscriber::registry().with(tlake_sdk::TracingLayer::new(client.clone()));
+        tracing_subscriber::registry().with(tlake_producer_sdk::TracingLayer::new(client.clone()));
     tracing::subscriber::with_default(subscriber, || {
         for i in 0..500u64 {
             tracing::warn!(order.id = i, user = "u-7", paid = true, "order placed");

@@ -1,0 +1,189 @@
+//! consume: the Kafka side of the loop — the consumer's settings, and the
+//! rebalance callback that seeks each assigned partition to where the
+//! tables say it is (ARCHITECTURE §2) before any of its records is polled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tlake_catalog_client::Progress;
+
+use crate::config::Config;
+use crate::lake::Lake;
+use crate::metrics::{Metrics, PartitionLabels};
+use crate::progress::{self, Seeks};
+
+/// A (topic, partition).
+pub type Tp = (String, i32);
+
+/// What a rebalance did, for the loop to apply before the next record.
+#[derive(Debug)]
+pub enum Rebalanced {
+    /// These partitions are ours, seeked to `seeks` by what `tables` hold.
+    Assigned {
+        /// Every partition now assigned.
+        parts: Vec<Tp>,
+        /// Every table's progress, read at the assignment.
+        tables: HashMap<String, Progress>,
+        /// Where each partition starts (`None`: the beginning).
+        seeks: Seeks,
+    },
+    /// Every partition was taken away.
+    Revoked,
+}
+
+/// The consumer's context: the catalog (to read progress inside the
+/// callback) and the rebalances not yet applied by the loop.
+#[derive(Debug)]
+pub struct Rebalances {
+    lake: Arc<Lake>,
+    events: Mutex<Vec<Rebalanced>>,
+}
+
+/// The compactor's Kafka consumer.
+pub type KafkaConsumer = BaseConsumer<Rebalances>;
+
+/// Creates the consumer (manual offsets, read-committed) and subscribes.
+pub fn subscribe(config: &Config, lake: Arc<Lake>) -> Result<KafkaConsumer, KafkaError> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set(
+            "session.timeout.ms",
+            config.kafka.session_timeout_ms.to_string(),
+        )
+        // Flushes and catalog outages block polling; the table, not the
+        // group, guards correctness, so a long interval is safe.
+        .set("max.poll.interval.ms", "600000")
+        .set("partition.assignment.strategy", "range,roundrobin")
+        .set("fetch.max.bytes", (64 << 20).to_string());
+    for (k, v) in &config.kafka.properties {
+        client.set(k, v);
+    }
+    let consumer: KafkaConsumer = client.create_with_context(Rebalances {
+        lake,
+        events: Mutex::new(Vec::new()),
+    })?;
+    let topics: Vec<&str> = config.kafka.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
+/// The rebalances that happened inside the last `poll`, oldest first.
+pub fn take_rebalances(consumer: &KafkaConsumer) -> Vec<Rebalanced> {
+    std::mem::take(&mut *consumer.context().events.lock().expect("events lock"))
+}
+
+/// Restarts every partition of `seeks` at its seek (resync). `assign` with
+/// offsets both resets fetch positions and drops messages already fetched
+/// from the old ones.
+pub fn seek(consumer: &KafkaConsumer, seeks: &Seeks) -> Result<(), KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), seek) in seeks {
+        tpl.add_partition_offset(topic, *partition, start(*seek))?;
+    }
+    if tpl.count() > 0 {
+        consumer.assign(&tpl)?;
+    }
+    Ok(())
+}
+
+/// Commits the cut to the group, advisory only: it lets lag tools see
+/// progress. The tables decide where reading starts.
+pub fn commit_advisory(consumer: &KafkaConsumer, cut: &BTreeMap<Tp, i64>) {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in cut {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "advisory group offset commit failed");
+    }
+}
+
+/// Sets `consumer_lag` (high watermark − next offset) for each assigned partition.
+pub fn record_lag<'a>(
+    consumer: &KafkaConsumer,
+    assigned: impl Iterator<Item = (&'a Tp, i64)>,
+    metrics: &Metrics,
+) {
+    for (tp, position) in assigned {
+        if let Ok((_, high)) = consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_millis(500)) {
+            metrics
+                .consumer_lag
+                .get_or_create(&PartitionLabels {
+                    topic: tp.0.clone(),
+                    partition: tp.1.to_string(),
+                })
+                .set((high - position).max(0));
+        }
+    }
+}
+
+fn start(seek: Option<i64>) -> Offset {
+    seek.map_or(Offset::Beginning, Offset::Offset)
+}
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<Tp> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                let tables = progress::load_all(&self.lake);
+                let seeks = progress::seek_offsets(&tables, &parts);
+                for ((topic, partition), seek) in &seeks {
+                    if let Err(e) = tpl.set_partition_offset(topic, *partition, start(*seek)) {
+                        tracing::error!(error = %e, "cannot set start offset");
+                    }
+                }
+                tracing::info!(
+                    ?seeks,
+                    "partitions assigned; starting at the tables' offsets"
+                );
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+                self.events
+                    .lock()
+                    .expect("events lock")
+                    .push(Rebalanced::Assigned {
+                        parts,
+                        tables,
+                        seeks,
+                    });
+            }
+            _ => {
+                if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    tracing::warn!(?err, "rebalance error; dropping the assignment");
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+                self.events
+                    .lock()
+                    .expect("events lock")
+                    .push(Rebalanced::Revoked);
+            }
+        }
+    }
+}

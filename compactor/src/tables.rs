@@ -1,0 +1,111 @@
+//! tables: the tables this process writes — created, or checked against our
+//! layout and evolved, on first use after each assignment — and their
+//! dedup windows, seeded from their newest appends, so a late copy of an
+//! event committed before this process started is still dropped.
+
+use std::collections::{HashMap, HashSet};
+
+use tlake_catalog_client::TableKind;
+use tlake_catalog_client::iceberg::table::Table;
+
+use crate::buffer::Buffers;
+use crate::config::FlushConfig;
+use crate::lake::{GiveUp, Lake};
+use crate::pipeline::PipelineError;
+
+/// Tables checked against our layout (the latest metadata we saw).
+#[derive(Debug)]
+pub struct Tables {
+    loaded: HashMap<String, Table>,
+    /// Log tables whose dedup window was seeded since the assignment.
+    seeded: HashSet<String>,
+    window_flushes: usize,
+    window_ids: usize,
+}
+
+impl Tables {
+    /// No table loaded yet; windows seeded with `flush`'s dedup window.
+    pub fn new(flush: &FlushConfig) -> Self {
+        Self {
+            loaded: HashMap::new(),
+            seeded: HashSet::new(),
+            window_flushes: flush.dedup_window_flushes as usize,
+            window_ids: usize::try_from(flush.dedup_window_ids).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The table, created or checked (and evolved) on first use; a log
+    /// table's window in `buffers` is seeded from it then.
+    pub fn get(
+        &mut self,
+        lake: &Lake,
+        buffers: &mut Buffers,
+        name: &str,
+        kind: TableKind,
+    ) -> Result<Table, PipelineError> {
+        if let Some(t) = self.loaded.get(name) {
+            return Ok(t.clone());
+        }
+        let table = lake.retry(
+            &format!("loading table {name}"),
+            GiveUp::AtStop,
+            tlake_catalog_client::Error::retryable,
+            || lake.catalog.ensure_table(name, kind),
+        )?;
+        if kind == TableKind::Logs && self.seeded.insert(name.to_owned()) {
+            self.seed_window(lake, buffers, name, &table)?;
+        }
+        self.loaded.insert(name.to_owned(), table.clone());
+        Ok(table)
+    }
+
+    /// `name`'s metadata moved (we committed): reload it on next use.
+    pub fn reload(&mut self, name: &str) {
+        self.loaded.remove(name);
+    }
+
+    /// Forgets every table and window seeding: after an assignment or a
+    /// resync, partitions may carry copies of events another instance
+    /// committed since this one last read the tables.
+    pub fn forget(&mut self) {
+        self.loaded.clear();
+        self.seeded.clear();
+    }
+
+    /// Seeds `name`'s dedup window with the ids its newest appends hold.
+    fn seed_window(
+        &self,
+        lake: &Lake,
+        buffers: &mut Buffers,
+        name: &str,
+        table: &Table,
+    ) -> Result<(), PipelineError> {
+        let recent = lake.retry(
+            &format!("reading recent ids of {name}"),
+            GiveUp::AtStop,
+            tlake_catalog_client::Error::retryable,
+            || {
+                tlake_catalog_client::recent::recent_event_ids(
+                    table,
+                    self.window_flushes,
+                    self.window_ids,
+                )
+            },
+        );
+        match recent {
+            Ok(recent) => {
+                tracing::info!(
+                    table = name,
+                    ids = arrow_array::Array::len(&recent.ids),
+                    appends = recent.appends,
+                    capped = recent.capped,
+                    "dedup window seeded from the table"
+                );
+                buffers.remember(name, &recent.ids)?;
+            }
+            // Only late duplicates of already committed events could slip through.
+            Err(e) => tracing::warn!(table = name, error = %e, "dedup window starts empty"),
+        }
+        Ok(())
+    }
+}
