@@ -13,16 +13,21 @@ fn main() {
     }
     let Some(dir) = std::env::var_os("DUCKDB_LIB_DIR") else {
         println!(
-            "cargo::error=DUCKDB_LIB_DIR is not set (.cargo/config.toml sets it): run deploy/local/libduckdb, or build with --features tlake-compactor/bundled-duckdb"
+            "cargo::error=DUCKDB_LIB_DIR is not set (.cargo/config.toml sets it): run deploy/local/libduckdb, or build with --features bundled-duckdb (tlake-compactor, tlake-tests) to compile DuckDB in"
         );
         return;
     };
+    // The link moves when deploy/local/libduckdb pins another library: link and rpath again.
+    println!(
+        "cargo::rerun-if-changed={}",
+        std::path::Path::new(&dir).display()
+    );
     match std::fs::canonicalize(&dir) {
         Ok(dir) if dir.join("libduckdb.so").is_file() => {
             println!("cargo::rustc-link-arg=-Wl,-rpath,{}", dir.display());
         }
         _ => println!(
-            "cargo::error=DuckDB's prebuilt library is not at {}: run deploy/local/libduckdb (deploy/local/prerequisites does), or build with --features tlake-compactor/bundled-duckdb",
+            "cargo::error=DuckDB's prebuilt library is not at {}: run deploy/local/libduckdb (deploy/local/prerequisites does), or build with --features bundled-duckdb (tlake-compactor, tlake-tests) to compile DuckDB in",
             std::path::Path::new(&dir).display()
         ),
     }

@@ -261,8 +261,7 @@ impl Config {
         if !(100..=600_000).contains(&self.flush.max_latency_ms) {
             return invalid("flush.max_latency_ms", "must be between 100 and 600000");
         }
-        self.maintenance
-            .validate(Duration::from_millis(self.catalog.request_timeout_ms))
+        self.maintenance.validate()
     }
 
     /// Latency cap as a duration.
@@ -272,9 +271,28 @@ impl Config {
 }
 
 impl MaintenanceConfig {
-    /// Checks the `[maintenance]` section; the orphan grace against the
-    /// catalog's `request_timeout` (see `retry::orphan_grace_floor`).
-    pub fn validate(&self, request_timeout: Duration) -> Result<(), ConfigError> {
+    /// Checks `orphan_grace_ms` against the longest a flush's files stay
+    /// unreferenced before their commit (`retry::orphan_grace_floor`, from the
+    /// catalog's `request_timeout`). Only `maintain` removes orphans, so only
+    /// it checks: a consume loop never stops over a grace it does not use.
+    pub fn check_grace(&self, request_timeout: Duration) -> Result<(), ConfigError> {
+        let floor = tlake_catalog_client::retry::orphan_grace_floor(request_timeout);
+        if Duration::from_millis(self.orphan_grace_ms) < floor {
+            return Err(ConfigError::invalid(
+                "maintenance.orphan_grace_ms",
+                format!(
+                    "must be at least {} with catalog.request_timeout_ms = {} (twice the longest a \
+                     flush's files stay unreferenced before their commit)",
+                    floor.as_millis(),
+                    request_timeout.as_millis()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the `[maintenance]` section (the orphan grace: [`Self::check_grace`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
                 key,
@@ -307,21 +325,6 @@ impl MaintenanceConfig {
         }
         if self.max_manifests < 2 {
             return invalid("maintenance.max_manifests", "must be at least 2");
-        }
-        // A flush's files are unreferenced between upload and commit: the
-        // grace must outlast the longest commit the retry policy allows
-        // (remove_orphans refuses a shorter one too; this says so at start).
-        let floor = tlake_catalog_client::retry::orphan_grace_floor(request_timeout);
-        if Duration::from_millis(self.orphan_grace_ms) < floor {
-            return invalid(
-                "maintenance.orphan_grace_ms",
-                &format!(
-                    "must be at least {} with catalog.request_timeout_ms = {} (the longest a \
-                     flush's files stay unreferenced before their commit, doubled)",
-                    floor.as_millis(),
-                    request_timeout.as_millis()
-                ),
-            );
         }
         Ok(())
     }
@@ -420,14 +423,6 @@ mod tests {
                 "[maintenance]\nmax_manifests = 1\n",
                 "maintenance.max_manifests",
             ),
-            (
-                "[maintenance]\norphan_grace_ms = 5\n",
-                "maintenance.orphan_grace_ms",
-            ),
-            (
-                "[maintenance]\norphan_grace_ms = 60000\n",
-                "maintenance.orphan_grace_ms",
-            ),
         ] {
             match load_toml(toml) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{toml}"),
@@ -438,14 +433,30 @@ mod tests {
 
     #[test]
     fn the_orphan_grace_must_outlast_the_longest_commit() {
+        let grace = |ms: u64, timeout_ms: u64| {
+            let c = load_toml(&format!(
+                "[catalog]\nrequest_timeout_ms = {timeout_ms}\n[maintenance]\norphan_grace_ms = {ms}\n"
+            ))
+            .expect("the consume loop starts whatever the grace");
+            c.maintenance
+                .check_grace(Duration::from_millis(c.catalog.request_timeout_ms))
+        };
         // 30 minutes is too short with 30 s catalog requests (a commit may take ~26 min)…
-        let err = load_toml("[maintenance]\norphan_grace_ms = 1800000\n").expect_err("too short");
-        assert!(err.to_string().contains("orphan_grace_ms"), "{err}");
-        // …and enough with 5 s ones.
-        load_toml(
-            "[catalog]\nrequest_timeout_ms = 5000\n[maintenance]\norphan_grace_ms = 1800000\n",
-        )
-        .expect("valid");
+        let err = grace(1_800_000, 30_000).expect_err("too short");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "maintenance.orphan_grace_ms",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(grace(5, 30_000).is_err());
+        // …and enough with 5 s ones; the default hour is enough with the default timeout.
+        grace(1_800_000, 5_000).expect("valid");
+        grace(3_600_000, 30_000).expect("valid");
     }
 
     #[test]

@@ -235,6 +235,7 @@ pub async fn maintain(
     options: &MaintainOptions,
 ) -> Result<MaintainRun, MaintainError> {
     let settings = crate::catalog_settings(config)?;
+    config.maintenance.check_grace(settings.request_timeout)?;
     let catalog = LakeCatalog::connect(&settings).await?;
     let tables = match &options.table {
         Some(table) => vec![table.clone()],

@@ -122,7 +122,7 @@ pub fn maintain(options: &CompactorOptions, maintenance: &str, args: &[&str]) ->
         .arg(&config)
         .args(args)
         .envs(crate::lake::compactor_env())
-        // Lets tests use a grace of seconds (the floor is 30 minutes).
+        // Lets tests use a grace of seconds (the floor is ~52 minutes by default).
         .env("TLAKE_TEST_SHORT_ORPHAN_GRACE", "1") // tlake_catalog_client::retry::SHORT_GRACE_ENV
         .env("RUST_LOG", "info")
         .output()

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use futures::TryStreamExt;
-use tlake_catalog_client::{CatalogSettings, LakeCatalog, S3Settings};
+use tlake_catalog_client::{
+    CatalogSettings, CommitOutcome, CommitRequest, LakeCatalog, S3Settings,
+};
 
 use crate::stack::repo_root;
 
@@ -78,6 +80,22 @@ pub async fn catalog() -> LakeCatalog {
     LakeCatalog::connect(&settings())
         .await
         .expect("connect to the Nessie catalog")
+}
+
+/// `LakeCatalog::commit` until the outcome is known, as the compactor calls
+/// it: an unknown outcome (a catalog blip) is asked again with the same
+/// request, and the next call reconciles by commit id. At most 20 calls.
+pub async fn commit_known(
+    catalog: &LakeCatalog,
+    request: &CommitRequest,
+) -> tlake_catalog_client::Result<CommitOutcome> {
+    for _ in 0..20 {
+        match catalog.commit(request).await? {
+            CommitOutcome::Unknown => tokio::time::sleep(Duration::from_millis(200)).await,
+            known => return Ok(known),
+        }
+    }
+    Ok(CommitOutcome::Unknown)
 }
 
 /// A stream / table name unique to this test run.

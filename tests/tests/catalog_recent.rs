@@ -62,7 +62,10 @@ async fn commit(catalog: &LakeCatalog, table: &str, files: Vec<DataFile>, turn: 
         writer_epoch: 1,
         max_event_time_us: None,
     };
-    match catalog.commit(&request).await.expect("commit") {
+    match tlake_tests::lake::commit_known(catalog, &request)
+        .await
+        .expect("commit")
+    {
         CommitOutcome::Committed(id) => id,
         other => panic!("commit did not land: {other:?}"),
     }

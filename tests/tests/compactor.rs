@@ -269,16 +269,24 @@ async fn catalog_commits_fence_merge_and_reconcile() {
         max_event_time_us: Some(next),
     };
     let first = request(0, None, 10);
-    let CommitOutcome::Committed(snapshot) = catalog.commit(&first).await.expect("commit") else {
+    let CommitOutcome::Committed(snapshot) = tlake_tests::lake::commit_known(&catalog, &first)
+        .await
+        .expect("commit")
+    else {
         panic!("first commit must land");
     };
     // The same request again (an unknown outcome retried): found, not re-applied.
     assert_eq!(
-        catalog.commit(&first).await.expect("retry"),
+        tlake_tests::lake::commit_known(&catalog, &first)
+            .await
+            .expect("retry"),
         CommitOutcome::Committed(snapshot)
     );
     // A writer that still believes partition 0 is unclaimed is fenced.
-    match catalog.commit(&request(0, None, 20)).await.expect("commit") {
+    match tlake_tests::lake::commit_known(&catalog, &request(0, None, 20))
+        .await
+        .expect("commit")
+    {
         CommitOutcome::Fenced(f) => {
             assert_eq!((f.partition, f.stored, f.expected), (0, Some(10), None))
         }
@@ -289,7 +297,7 @@ async fn catalog_commits_fence_merge_and_reconcile() {
     let commits = (1..=6).map(|p| {
         let catalog = catalog.clone();
         let r = request(p, None, 100 + i64::from(p));
-        tokio::spawn(async move { catalog.commit(&r).await })
+        tokio::spawn(async move { tlake_tests::lake::commit_known(&catalog, &r).await })
     });
     for c in futures::future::join_all(commits).await {
         assert!(matches!(

@@ -360,7 +360,10 @@ async fn nessie_refuses_remove_snapshots_and_expiry_says_so() {
             writer_epoch: 1,
             max_event_time_us: None,
         };
-        let CommitOutcome::Committed(id) = catalog.commit(&request).await.expect("commit") else {
+        let CommitOutcome::Committed(id) = tlake_tests::lake::commit_known(&catalog, &request)
+            .await
+            .expect("commit")
+        else {
             panic!("commit must land");
         };
         first.get_or_insert(id);

@@ -1,7 +1,6 @@
 //! merge: one `replace` snapshot without data change that writes the live entries of many data
 //! manifests into one, so flush-per-commit manifests do not pile up.
 
-
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{FormatVersion, ManifestContentType, ManifestFile, ManifestWriterBuilder};
 use iceberg::table::Table;

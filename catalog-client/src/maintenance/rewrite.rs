@@ -148,6 +148,8 @@ impl LakeCatalog {
             let mut manifests: Vec<ManifestFile> = Vec::new();
 
             let path = format!("{location}/metadata/{tag}-m0.avro");
+            // Listed before it is written: a write that fails half-way is cleaned up too.
+            written.push(path.clone());
             let mut writer = ManifestWriterBuilder::new(
                 file_io.new_output(&path)?,
                 Some(snapshot_id),
@@ -159,7 +161,6 @@ impl LakeCatalog {
                 writer.add_file(file.clone(), sequence_number)?;
             }
             manifests.push(writer.write_manifest_file().await?);
-            written.push(path);
 
             let mut counts = Counts::default();
             for file in add {
@@ -198,6 +199,7 @@ impl LakeCatalog {
                         ),
                     })?;
                 let path = format!("{location}/metadata/{tag}-m{}.avro", n + 1);
+                written.push(path.clone());
                 let mut writer = ManifestWriterBuilder::new(
                     file_io.new_output(&path)?,
                     Some(snapshot_id),
@@ -232,7 +234,6 @@ impl LakeCatalog {
                     }
                 }
                 manifests.push(writer.write_manifest_file().await?);
-                written.push(path);
             }
             if counts.added_records != counts.deleted_records {
                 return Err(Error::Unsafe {
@@ -245,6 +246,7 @@ impl LakeCatalog {
             }
 
             let list_path = manifest_list_path(location, snapshot_id, attempt, commit_id);
+            written.push(list_path.clone());
             write_manifest_list(
                 file_io,
                 &list_path,
@@ -253,7 +255,6 @@ impl LakeCatalog {
                 manifests,
             )
             .await?;
-            written.push(list_path.clone());
 
             let snapshot = replace_snapshot(
                 metadata,
