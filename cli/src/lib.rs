@@ -1,4 +1,5 @@
-//! The `tlake` command line: send events to a gateway, benchmark it.
+//! The `tlake` command line: send events to a gateway, query the lake, list
+//! its tables, check a deployment, benchmark the gateway.
 //!
 //! Kept as a library too so its event sources are reusable by benchmarks.
 #![deny(missing_docs)]
@@ -6,4 +7,7 @@
 pub mod bench;
 pub mod doctor;
 pub mod events;
+pub mod lake;
 pub mod send;
+pub mod sql;
+pub mod tables;

@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tlake_cli::bench::{GatewayBench, TABLE_HEADER};
 use tlake_cli::doctor;
 use tlake_cli::events::Source;
+use tlake_cli::lake::{LakeArgs, S3Keys};
 use tlake_cli::send::{SendOptions, send};
+use tlake_cli::sql::{Format, SqlOptions};
+use tlake_cli::tables;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "telemetry-lake command line")]
@@ -45,6 +48,39 @@ enum Command {
         /// PEM CA certificate for a TLS gateway (https:// URL).
         #[arg(long, env = "TLAKE_CA_FILE")]
         ca_file: Option<PathBuf>,
+    },
+    /// Query the lake with DuckDB: the catalog attached and its stream namespace in use, so a
+    /// stream's table is `"<stream>"` (quoted: `default` is a keyword). SQL from the argument,
+    /// --file, standard input, or an interactive prompt when none is given on a terminal.
+    /// S3 keys come from TLAKE_S3_ACCESS_KEY/TLAKE_S3_SECRET_KEY (or AWS_ACCESS_KEY_ID/
+    /// AWS_SECRET_ACCESS_KEY); for the local stack: eval "$(deploy/local/stack env)".
+    Sql {
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// SQL to run (several statements: the last one's result is printed).
+        query: Option<String>,
+        /// Read the SQL from this file (`-`: standard input).
+        #[arg(long, short = 'f', conflicts_with = "query")]
+        file: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Write the result to this file (required for --format parquet).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// DuckDB extension directory with avro, httpfs and iceberg (deploy/local/libduckdb
+        /// fills the default).
+        #[arg(long, env = "TLAKE_DUCKDB_EXTENSIONS", default_value_os_t = tlake_cli::sql::session::default_extension_dir())]
+        extension_dir: PathBuf,
+    },
+    /// List the lake's tables: rows, files, bytes, newest event time, and the committed
+    /// watermark (the Kafka offsets the table holds everything before).
+    Tables {
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Benchmarks.
     Bench {
@@ -142,6 +178,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await?;
             println!("{acked}");
+        }
+        Command::Sql {
+            lake,
+            query,
+            file,
+            format,
+            output,
+            extension_dir,
+        } => {
+            let options = SqlOptions {
+                lake,
+                extension_dir,
+                query,
+                file,
+                format,
+                output,
+            };
+            // DuckDB's API is blocking (and the prompt waits on the terminal).
+            tokio::task::spawn_blocking(move || tlake_cli::sql::run(&options)).await??;
+        }
+        Command::Tables { lake, output } => {
+            let keys = S3Keys::from_env()?;
+            let infos = tables::list(&lake, &keys).await?;
+            match output {
+                Output::Table => print!("{}", tables::text(&infos)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&infos)?),
+            }
         }
         Command::Bench {
             target:
