@@ -29,6 +29,15 @@ impl BearerAuth {
         !self.tokens.is_empty()
     }
 
+    /// Checks an `authorization` header value (gRPC metadata or an HTTP header).
+    pub fn check(&self, header: Option<&[u8]>) -> Result<(), GatewayError> {
+        if !self.enabled() || self.accepts(header) {
+            Ok(())
+        } else {
+            Err(GatewayError::Unauthenticated)
+        }
+    }
+
     fn accepts(&self, header: Option<&[u8]>) -> bool {
         let Some(presented) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
             return false;
@@ -45,18 +54,12 @@ impl BearerAuth {
 
 impl Interceptor for BearerAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        if !self.enabled() {
-            return Ok(request);
-        }
         let header = request
             .metadata()
             .get("authorization")
             .map(|v| v.as_bytes());
-        if self.accepts(header) {
-            Ok(request)
-        } else {
-            Err(GatewayError::Unauthenticated.into())
-        }
+        self.check(header)?;
+        Ok(request)
     }
 }
 

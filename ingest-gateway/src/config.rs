@@ -26,6 +26,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Prometheus `/metrics` listen address.
     pub metrics_listen: SocketAddr,
+    /// OTLP/HTTP listen address (`POST /v1/logs`; OTLP's default port 4318).
+    pub otlp_http_listen: SocketAddr,
     /// Stream name → Kafka topic. A request naming any other stream is rejected.
     pub streams: BTreeMap<String, String>,
     /// Kafka producer settings.
@@ -34,7 +36,7 @@ pub struct Config {
     pub limits: Limits,
     /// Bearer-token authentication.
     pub auth: AuthConfig,
-    /// TLS for the gRPC listener.
+    /// TLS for the gRPC and the OTLP/HTTP listeners.
     pub tls: Option<TlsConfig>,
     /// How long a graceful shutdown may take to drain requests and flush Kafka.
     #[serde(with = "millis")]
@@ -102,6 +104,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 4317)),
             metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            otlp_http_listen: SocketAddr::from(([0, 0, 0, 0], 4318)),
             streams: BTreeMap::from([(
                 tlake_proto::contract::DEFAULT_STREAM.to_owned(),
                 DEFAULT_TOPIC.to_owned(),

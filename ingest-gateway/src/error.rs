@@ -1,7 +1,9 @@
-//! The gateway's one error type, and the one place it becomes a gRPC status.
+//! The gateway's one error type, and the one place it becomes a gRPC status
+//! or an OTLP/HTTP status code.
 //!
 //! Every variant says whether the client should retry: retryable ones map to
-//! UNAVAILABLE or RESOURCE_EXHAUSTED, everything else is final.
+//! UNAVAILABLE or RESOURCE_EXHAUSTED (HTTP 503 or 429, with `Retry-After`),
+//! everything else is final.
 
 use std::time::Duration;
 
@@ -28,6 +30,9 @@ pub enum GatewayError {
     /// Not retryable: the client must split or shrink it.
     #[error("{0}")]
     TooLarge(String),
+    /// An OTLP/HTTP body in a content type or encoding the gateway does not read.
+    #[error("{0}")]
+    UnsupportedMedia(String),
     /// No or a wrong bearer token.
     #[error("missing or invalid bearer token")]
     Unauthenticated,
@@ -54,11 +59,37 @@ impl GatewayError {
     /// The gRPC code this error is answered with.
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidArgument(_) | Self::UnknownStream { .. } => Code::InvalidArgument,
+            Self::InvalidArgument(_) | Self::UnknownStream { .. } | Self::UnsupportedMedia(_) => {
+                Code::InvalidArgument
+            }
             Self::TooLarge(_) => Code::OutOfRange,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::Overloaded { .. } => Code::ResourceExhausted,
             Self::NotDelivered(_) => Code::Unavailable,
+        }
+    }
+
+    /// The OTLP/HTTP status code this error is answered with: the OTLP
+    /// specification's retryable 429 and 503 for the retryable errors, final
+    /// 4xx codes for the rest.
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            Self::InvalidArgument(_) | Self::UnknownStream { .. } => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotDelivered(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// How long a client should wait before retrying, for retryable errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Overloaded { retry_after, .. } => Some(*retry_after),
+            Self::NotDelivered(_) => Some(Duration::from_millis(500)),
+            _ => None,
         }
     }
 }
@@ -66,12 +97,7 @@ impl GatewayError {
 impl From<GatewayError> for Status {
     fn from(err: GatewayError) -> Self {
         let mut status = Status::new(err.code(), err.to_string());
-        let retry_after = match &err {
-            GatewayError::Overloaded { retry_after, .. } => Some(*retry_after),
-            GatewayError::NotDelivered(_) => Some(Duration::from_millis(500)),
-            _ => None,
-        };
-        if let Some(wait) = retry_after
+        if let Some(wait) = err.retry_after()
             && let Ok(value) = wait.as_millis().to_string().parse()
         {
             status.metadata_mut().insert(RETRY_AFTER_MS, value);

@@ -1,9 +1,10 @@
-//! telemetry-lake ingest gateway: the gRPC front door that accepts log events
-//! (`telemetry.v1.LogIngest/SendLogs` and OTLP `LogsService/Export`) and
-//! writes them durably to Kafka.
+//! telemetry-lake ingest gateway: the front door that accepts log events
+//! (`telemetry.v1.LogIngest/SendLogs` and OTLP `LogsService/Export` over gRPC,
+//! OTLP/HTTP `POST /v1/logs`) and writes them durably to Kafka.
 //!
 //! A request moves through the modules in this order: [`auth`] (headers),
-//! [`otlp`] (OTLP only: map onto telemetry.v1), [`validate`] (rules, limits,
+//! [`http`] (OTLP/HTTP only: the body's encoding), [`otlp`] (OTLP only: map
+//! onto telemetry.v1), [`validate`] (rules, limits,
 //! stream → topic), [`chunk`] (Kafka record payloads), [`produce`] (idempotent
 //! producer, delivery reports), [`service`] (the answer). [`error`] is the one
 //! place errors become gRPC statuses.
@@ -14,18 +15,21 @@ pub mod chunk;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod http;
 pub mod metrics;
 pub mod otlp;
 pub mod produce;
 pub mod service;
+pub mod tls;
 pub mod validate;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use tlake_proto::v1::log_ingest_server::LogIngestServer;
 use tokio::net::TcpListener;
@@ -46,6 +50,8 @@ use crate::service::Ingest;
 pub struct Bound {
     /// gRPC.
     pub grpc: SocketAddr,
+    /// OTLP/HTTP.
+    pub otlp_http: SocketAddr,
     /// Prometheus metrics.
     pub metrics: SocketAddr,
 }
@@ -70,11 +76,15 @@ pub async fn run(
     let grpc_listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.listen))?;
+    let http_listener = TcpListener::bind(config.otlp_http_listen)
+        .await
+        .with_context(|| format!("cannot listen for OTLP/HTTP on {}", config.otlp_http_listen))?;
     let metrics_listener = TcpListener::bind(config.metrics_listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", config.metrics_listen))?;
     let bound = Bound {
         grpc: grpc_listener.local_addr()?,
+        otlp_http: http_listener.local_addr()?,
         metrics: metrics_listener.local_addr()?,
     };
 
@@ -87,11 +97,13 @@ pub async fn run(
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
+    let otlp_http = http::router(ingest.clone(), auth.clone(), metrics.clone(), max);
     let export = LogsServiceServer::from_arc(ingest)
         .max_decoding_message_size(max)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd);
 
+    let http_tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let mut server = Server::builder();
     if let Some(tls) = &config.tls {
         let cert = std::fs::read(&tls.cert)
@@ -125,6 +137,29 @@ pub async fn run(
         },
     ));
 
+    // OTLP/HTTP stops accepting on the same signal and finishes its requests in flight.
+    let mut http_stop = stop_rx.clone();
+    let http_stopped = async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    };
+    let http_server = match http_tls {
+        Some(acceptor) => tokio::spawn(
+            axum::serve(tls::TlsListener::new(http_listener, acceptor)?, otlp_http)
+                .with_graceful_shutdown(http_stopped)
+                .into_future(),
+        ),
+        None => tokio::spawn(
+            axum::serve(
+                http_listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                otlp_http,
+            )
+            .with_graceful_shutdown(http_stopped)
+            .into_future(),
+        ),
+    };
+
     // On the shutdown signal: report NOT_SERVING so load balancers move away,
     // stop accepting, and let in-flight requests finish (they answer only
     // after Kafka's delivery report), for at most the grace period.
@@ -147,11 +182,17 @@ pub async fn run(
     });
 
     ready(bound);
-    tracing::info!(grpc = %bound.grpc, metrics = %bound.metrics, tls = config.tls.is_some(), auth = auth_enabled(&config), "gateway listening");
+    tracing::info!(grpc = %bound.grpc, otlp_http = %bound.otlp_http, metrics = %bound.metrics, tls = config.tls.is_some(), auth = auth_enabled(&config), "gateway listening");
 
     let mut drain_deadline = stop_rx.clone();
+    let servers = async move {
+        let (grpc, http) = tokio::join!(grpc, http_server);
+        grpc.context("gRPC server failed")?;
+        http.context("OTLP/HTTP server task failed")?
+            .context("OTLP/HTTP server failed")
+    };
     tokio::select! {
-        result = grpc => result.context("gRPC server failed")?,
+        result = servers => result?,
         () = async move {
             let _ = drain_deadline.wait_for(|stop| *stop).await;
             tokio::time::sleep(grace).await;

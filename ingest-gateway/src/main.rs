@@ -9,7 +9,7 @@ use figment::Figment;
 use figment::providers::Serialized;
 use tlake_ingest_gateway::config::Config;
 
-/// Ingest gateway: SendLogs and OTLP Export → Kafka.
+/// Ingest gateway: SendLogs, OTLP Export (gRPC) and OTLP/HTTP → Kafka.
 ///
 /// Configuration: defaults ← --config file ← TLAKE_GATEWAY_* env ← flags.
 #[derive(Debug, Parser)]
@@ -24,6 +24,9 @@ struct Cli {
     /// Metrics listen address (overrides `metrics_listen`).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// OTLP/HTTP listen address (overrides `otlp_http_listen`).
+    #[arg(long)]
+    otlp_http_listen: Option<SocketAddr>,
     /// Kafka bootstrap servers (overrides `kafka.brokers`).
     #[arg(long)]
     brokers: Option<String>,
@@ -41,6 +44,9 @@ fn main() -> ExitCode {
     }
     if let Some(listen) = cli.metrics_listen {
         overrides = overrides.merge(Serialized::global("metrics_listen", listen));
+    }
+    if let Some(listen) = cli.otlp_http_listen {
+        overrides = overrides.merge(Serialized::global("otlp_http_listen", listen));
     }
     if let Some(brokers) = &cli.brokers {
         overrides = overrides.merge(Serialized::global("kafka.brokers", brokers));
@@ -72,7 +78,11 @@ fn main() -> ExitCode {
         |bound| {
             tlake_service_kit::print_ready(
                 "tlake-gateway",
-                &[("grpc", &bound.grpc), ("metrics", &bound.metrics)],
+                &[
+                    ("grpc", &bound.grpc),
+                    ("otlp_http", &bound.otlp_http),
+                    ("metrics", &bound.metrics),
+                ],
             )
         },
         tlake_service_kit::shutdown::signal(),

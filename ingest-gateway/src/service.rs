@@ -1,5 +1,6 @@
-//! The two ingest RPCs, one pipeline: decode → validate → route → chunk →
-//! produce → answer. OK is answered only after Kafka acknowledged every chunk.
+//! The ingest entry points — SendLogs, OTLP Export over gRPC, and OTLP/HTTP
+//! (`http.rs`) — one pipeline: decode → validate → route → chunk → produce →
+//! answer. OK is answered only after Kafka acknowledged every chunk.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -132,6 +133,33 @@ impl Ingest {
     }
 }
 
+impl Ingest {
+    /// An OTLP Export, from gRPC or HTTP: `stream` comes from the
+    /// [`STREAM_HEADER`], the records are mapped onto events by [`otlp::decode`].
+    pub(crate) async fn export_request(
+        &self,
+        stream: &str,
+        request: ExportLogsServiceRequest,
+    ) -> Result<u32, GatewayError> {
+        let groups = otlp::decode(request)
+            .into_iter()
+            .map(|g| (g.resource, g.events))
+            .collect();
+        self.accept(stream, groups, Source::Otlp).await
+    }
+}
+
+/// The stream an OTLP request names in its [`STREAM_HEADER`] ("" when absent).
+pub(crate) fn stream_header(value: Option<&http::HeaderValue>) -> Result<String, GatewayError> {
+    match value {
+        None => Ok(String::new()),
+        Some(v) => v
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| GatewayError::InvalidArgument(format!("{STREAM_HEADER} is not ASCII"))),
+    }
+}
+
 #[tonic::async_trait]
 impl LogIngest for Ingest {
     async fn send_logs(
@@ -156,20 +184,10 @@ impl LogsService for Ingest {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let stream = match request.metadata().get(STREAM_HEADER) {
-            None => String::new(),
-            Some(v) => v
-                .to_str()
-                .map_err(|_| {
-                    GatewayError::InvalidArgument(format!("{STREAM_HEADER} is not ASCII"))
-                })?
-                .to_owned(),
-        };
-        let groups = otlp::decode(request.into_inner())
-            .into_iter()
-            .map(|g| (g.resource, g.events))
-            .collect();
-        self.accept(&stream, groups, Source::Otlp).await?;
+        let (metadata, _, request) = request.into_parts();
+        let headers = metadata.into_headers();
+        let stream = stream_header(headers.get(STREAM_HEADER))?;
+        self.export_request(&stream, request).await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: None,
         }))

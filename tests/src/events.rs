@@ -3,6 +3,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1 as otlp_common;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
 use tlake_proto::v1::{AnyValue, KeyValue, LogEvent, Resource, any_value};
 
 const SERVICES: [&str; 4] = ["checkout", "payments", "search", "inventory"];
@@ -82,5 +86,51 @@ impl EventGen {
     /// `count` next events.
     pub fn batch(&mut self, count: usize) -> Vec<LogEvent> {
         (0..count).map(|_| self.next_event()).collect()
+    }
+}
+
+fn otlp_string(s: &str) -> Option<otlp_common::AnyValue> {
+    Some(otlp_common::AnyValue {
+        value: Some(otlp_common::any_value::Value::StringValue(s.into())),
+    })
+}
+
+/// An OTLP Export request: `per_service` INFO records for each service, as
+/// resources with `service.name` (timestamps and an `i` attribute vary).
+pub fn otlp_request(services: &[&str], per_service: usize) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: services
+            .iter()
+            .map(|service| ResourceLogs {
+                resource: Some(OtlpResource {
+                    attributes: vec![otlp_common::KeyValue {
+                        key: "service.name".into(),
+                        value: otlp_string(service),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: (0..per_service)
+                        .map(|i| LogRecord {
+                            time_unix_nano: 1_764_000_000_000_000_000 + i as u64,
+                            severity_number: 9,
+                            severity_text: "INFO".into(),
+                            body: otlp_string(&format!("{service} record {i}")),
+                            attributes: vec![otlp_common::KeyValue {
+                                key: "i".into(),
+                                value: Some(otlp_common::AnyValue {
+                                    value: Some(otlp_common::any_value::Value::IntValue(i as i64)),
+                                }),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
     }
 }

@@ -44,6 +44,8 @@ pub struct Gateway {
     process: Process,
     /// gRPC address.
     pub grpc: SocketAddr,
+    /// OTLP/HTTP address.
+    pub otlp_http: SocketAddr,
     /// Metrics address.
     pub metrics: SocketAddr,
 }
@@ -53,7 +55,7 @@ impl Gateway {
     pub fn start(options: &GatewayOptions) -> Self {
         let dir = temp_dir("tlake-gw");
         let mut toml = format!(
-            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nshutdown_grace_ms = 20000\n{}\n[kafka]\nbrokers = \"{}\"\n[streams]\n",
+            "listen = \"127.0.0.1:0\"\notlp_http_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nshutdown_grace_ms = 20000\n{}\n[kafka]\nbrokers = \"{}\"\n[streams]\n",
             options.extra_toml, options.brokers
         );
         for (stream, topic) in &options.streams {
@@ -71,6 +73,7 @@ impl Gateway {
         Self {
             process,
             grpc: addr(&fields, "grpc"),
+            otlp_http: addr(&fields, "otlp_http"),
             metrics: addr(&fields, "metrics"),
         }
     }

@@ -5,14 +5,10 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::common::v1 as otlp_common;
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
 use prost::Message;
 use tlake_proto::v1::{LogEvent, SendLogsRequest, Source};
-use tlake_tests::events::{EventGen, resource};
+use tlake_tests::events::{EventGen, otlp_request, resource};
 use tlake_tests::gateway::{Gateway, GatewayOptions, binary};
 use tlake_tests::kafka::{create_topic, event_ids, read_all, unique_topic};
 use tlake_tests::stack::Stack;
@@ -88,50 +84,6 @@ async fn send_logs_arrive_intact_and_exactly_once() {
             by_id[&event.event_id].encode_to_vec(),
             event.encode_to_vec()
         );
-    }
-}
-
-fn otlp_string(s: &str) -> Option<otlp_common::AnyValue> {
-    Some(otlp_common::AnyValue {
-        value: Some(otlp_common::any_value::Value::StringValue(s.into())),
-    })
-}
-
-fn otlp_request(services: &[&str], per_service: usize) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: services
-            .iter()
-            .map(|service| ResourceLogs {
-                resource: Some(OtlpResource {
-                    attributes: vec![otlp_common::KeyValue {
-                        key: "service.name".into(),
-                        value: otlp_string(service),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    log_records: (0..per_service)
-                        .map(|i| LogRecord {
-                            time_unix_nano: 1_764_000_000_000_000_000 + i as u64,
-                            severity_number: 9,
-                            severity_text: "INFO".into(),
-                            body: otlp_string(&format!("{service} record {i}")),
-                            attributes: vec![otlp_common::KeyValue {
-                                key: "i".into(),
-                                value: Some(otlp_common::AnyValue {
-                                    value: Some(otlp_common::any_value::Value::IntValue(i as i64)),
-                                }),
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        })
-                        .collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect(),
     }
 }
 
@@ -325,7 +277,7 @@ async fn a_gzip_bomb_is_refused_without_inflating() {
     prost::encoding::encode_varint(payload.len() as u64, &mut len);
     body.extend(len);
     body.extend(payload);
-    let mut gz = flate2_stub::encode(&body);
+    let mut gz = gzip(&body);
     // gRPC frame: compressed flag 1 + big-endian length + gzip data.
     let mut frame = vec![1u8];
     frame.extend((gz.len() as u32).to_be_bytes());
@@ -335,25 +287,10 @@ async fn a_gzip_bomb_is_refused_without_inflating() {
     assert_topic_empty(&stack, &topic);
 }
 
-/// gzip via the system's `gzip` (the tests add no compression crate of their own).
-mod flate2_stub {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
-    pub fn encode(data: &[u8]) -> Vec<u8> {
-        let mut child = Command::new("gzip")
-            .args(["-c", "-1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("gzip");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let data = data.to_vec();
-        let writer = std::thread::spawn(move || stdin.write_all(&data));
-        let out = child.wait_with_output().expect("gzip output");
-        writer.join().expect("join").expect("write");
-        out.stdout
-    }
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).expect("gzip");
+    encoder.finish().expect("gzip")
 }
 
 /// Posts one pre-framed gRPC message with `grpc-encoding: gzip` and returns
