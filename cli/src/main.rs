@@ -36,9 +36,16 @@ enum Command {
         /// How many events.
         #[arg(long, default_value_t = 1000)]
         count: u64,
-        /// Events per request.
+        /// Events per request (at most).
         #[arg(long, default_value_t = 500)]
         batch: usize,
+        /// Events per second (default: as fast as the gateway acknowledges).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Seconds a failing request is retried (gateway restarts, Kafka blips) before its
+        /// events count as failed.
+        #[arg(long, default_value_t = 300)]
+        give_up_after: u64,
         /// Send lines of these log files (a file or a folder of *.log) instead of synthetic events.
         #[arg(long)]
         lines: Option<PathBuf>,
@@ -162,22 +169,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             service,
             count,
             batch,
+            rate,
+            give_up_after,
             lines,
             token,
             ca_file,
         } => {
-            let acked = send(SendOptions {
-                gateway,
-                stream,
+            let summary = send(SendOptions {
+                gateway: gateway.clone(),
+                stream: stream.clone(),
                 service,
                 count,
                 batch,
+                rate,
+                give_up_after: Duration::from_secs(give_up_after),
                 token,
                 ca_file,
                 source: source(lines)?,
             })
             .await?;
-            println!("{acked}");
+            let s = summary.stats;
+            let stream = if stream.is_empty() {
+                "default"
+            } else {
+                &stream
+            };
+            eprintln!(
+                "sent {} events in {:.2}s to {gateway} (stream {stream:?}): {} acknowledged, {} re-sent, {} failed, {} dropped, {} requests",
+                s.accepted,
+                summary.elapsed.as_secs_f64(),
+                s.sent,
+                s.retried,
+                s.failed,
+                s.dropped,
+                s.requests,
+            );
+            println!("{}", s.sent);
+            if !summary.complete() {
+                eprintln!(
+                    "tlake send: {} of {count} events were not acknowledged: {}",
+                    count - s.sent,
+                    summary.last_error.as_deref().unwrap_or("gave up")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Sql {
             lake,
