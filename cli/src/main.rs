@@ -208,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !summary.complete() {
                 eprintln!(
                     "tlake send: {} of {count} events were not acknowledged: {}",
-                    count - s.sent,
+                    count.saturating_sub(s.sent),
                     summary.last_error.as_deref().unwrap_or("gave up")
                 );
                 return Ok(ExitCode::FAILURE);
