@@ -103,15 +103,13 @@ pub async fn run(
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd);
 
-    let http_tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let mut server = Server::builder();
+    let mut http_tls = None;
     if let Some(tls) = &config.tls {
-        let cert = std::fs::read(&tls.cert)
-            .with_context(|| format!("cannot read tls.cert {}", tls.cert.display()))?;
-        let key = std::fs::read(&tls.key)
-            .with_context(|| format!("cannot read tls.key {}", tls.key.display()))?;
+        let pem = tls::Pem::read(tls)?;
+        http_tls = Some(tls::acceptor(tls, &pem)?);
         server = server
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(pem.cert, pem.key)))
             .context("invalid TLS certificate or key")?;
     }
 

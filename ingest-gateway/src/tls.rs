@@ -23,13 +23,30 @@ use crate::config::TlsConfig;
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads the PEM certificate chain and key into an acceptor speaking HTTP/1.1.
-pub fn acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
-    let cert = std::fs::read(&tls.cert)
-        .with_context(|| format!("cannot read tls.cert {}", tls.cert.display()))?;
-    let key = std::fs::read(&tls.key)
-        .with_context(|| format!("cannot read tls.key {}", tls.key.display()))?;
-    let chain = CertificateDer::pem_slice_iter(&cert)
+/// The PEM certificate chain and key of `[tls]`, read once for both listeners.
+#[derive(Debug)]
+pub struct Pem {
+    /// The certificate chain.
+    pub cert: Vec<u8>,
+    /// The private key.
+    pub key: Vec<u8>,
+}
+
+impl Pem {
+    /// Reads `tls.cert` and `tls.key`.
+    pub fn read(tls: &TlsConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            cert: std::fs::read(&tls.cert)
+                .with_context(|| format!("cannot read tls.cert {}", tls.cert.display()))?,
+            key: std::fs::read(&tls.key)
+                .with_context(|| format!("cannot read tls.key {}", tls.key.display()))?,
+        })
+    }
+}
+
+/// An acceptor speaking HTTP/1.1 with the PEM certificate chain and key of `tls`.
+pub fn acceptor(tls: &TlsConfig, pem: &Pem) -> anyhow::Result<TlsAcceptor> {
+    let chain = CertificateDer::pem_slice_iter(&pem.cert)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| {
             format!(
@@ -37,7 +54,7 @@ pub fn acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
                 tls.cert.display()
             )
         })?;
-    let key = PrivateKeyDer::from_pem_slice(&key)
+    let key = PrivateKeyDer::from_pem_slice(&pem.key)
         .with_context(|| format!("tls.key {} is not a PEM private key", tls.key.display()))?;
     let mut config = ServerConfig::builder()
         .with_no_client_auth()

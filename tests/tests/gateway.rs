@@ -12,7 +12,7 @@ use tlake_tests::events::{EventGen, otlp_request, resource};
 use tlake_tests::gateway::{Gateway, GatewayOptions, binary};
 use tlake_tests::kafka::{create_topic, event_ids, read_all, unique_topic};
 use tlake_tests::stack::Stack;
-use tlake_tests::{AckLedger, assert_no_loss_no_dup, raw};
+use tlake_tests::{AckLedger, assert_no_loss_no_dup, gzip, raw};
 use tonic::{Code, Request};
 
 async fn setup(name: &str) -> (Stack, String, Gateway) {
@@ -285,12 +285,6 @@ async fn a_gzip_bomb_is_refused_without_inflating() {
     let status = http2_post(gateway.grpc, "/telemetry.v1.LogIngest/SendLogs", frame).await;
     assert_eq!(status, Code::OutOfRange as i32);
     assert_topic_empty(&stack, &topic);
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(data).expect("gzip");
-    encoder.finish().expect("gzip")
 }
 
 /// Posts one pre-framed gRPC message with `grpc-encoding: gzip` and returns

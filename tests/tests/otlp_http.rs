@@ -4,7 +4,6 @@
 //! writes nothing.
 
 use std::collections::HashSet;
-use std::io::Write as _;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -15,6 +14,7 @@ use reqwest::StatusCode;
 use tlake_proto::v1::{LogEvent, Source};
 use tlake_tests::events::otlp_request;
 use tlake_tests::gateway::{Gateway, GatewayOptions};
+use tlake_tests::gzip;
 use tlake_tests::kafka::{create_topic, read_all, unique_topic};
 use tlake_tests::stack::Stack;
 
@@ -94,12 +94,6 @@ async fn post(
         retry_after: header(reqwest::header::RETRY_AFTER),
         body: response.bytes().await.expect("body").to_vec(),
     }
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(data).expect("gzip");
-    encoder.finish().expect("gzip")
 }
 
 fn kafka_events(stack: &Stack, topic: &str) -> Vec<LogEvent> {
