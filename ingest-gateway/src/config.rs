@@ -36,6 +36,8 @@ pub struct Config {
     pub limits: Limits,
     /// Bearer-token authentication.
     pub auth: AuthConfig,
+    /// Refusing new requests while the compactor is far behind.
+    pub backpressure: BackpressureConfig,
     /// TLS for the gRPC and the OTLP/HTTP listeners.
     pub tls: Option<TlsConfig>,
     /// How long a graceful shutdown may take to drain requests and flush Kafka.
@@ -78,6 +80,45 @@ pub struct Limits {
     pub max_inflight_bytes: usize,
 }
 
+/// Back-pressure from lag: past `max_lag_records` records written to a
+/// stream's topic and not yet committed to its table, the stream's requests
+/// get RESOURCE_EXHAUSTED / 429 with a retry hint instead of filling Kafka
+/// towards its retention (see `lag.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackpressureConfig {
+    /// The compactor's consumer group (its `kafka.group_id`): its committed
+    /// offsets mirror the tables' `tlake.offsets`.
+    pub compactor_group: String,
+    /// Kafka records behind, summed over a topic's partitions, at which new
+    /// requests are refused; 0 turns back-pressure off. A record is one
+    /// chunk of a request (at most `limits.chunk_bytes`), so the bound holds
+    /// Kafka's backlog under this many requests' worth of bytes.
+    pub max_lag_records: u64,
+    /// How often the lag is read from Kafka; the lag can pass the bound by
+    /// one interval of traffic.
+    #[serde(with = "millis")]
+    pub check_interval_ms: Duration,
+    /// The wait suggested to refused clients (`retry-after-ms`, `Retry-After`).
+    #[serde(with = "millis")]
+    pub retry_after_ms: Duration,
+}
+
+impl Default for BackpressureConfig {
+    fn default() -> Self {
+        Self {
+            compactor_group: "tlake-compactor".to_owned(),
+            // 20K requests behind: far past a healthy flush cycle (a
+            // compactor commits every few seconds, ~10–100 records at the
+            // SDK's batches), near the 2 GiB of the chart's Kafka volume
+            // for 100-event requests (~30 KB records).
+            max_lag_records: 20_000,
+            check_interval_ms: Duration::from_secs(1),
+            retry_after_ms: Duration::from_secs(1),
+        }
+    }
+}
+
 /// Bearer-token authentication. With no tokens configured, auth is off.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -112,6 +153,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             limits: Limits::default(),
             auth: AuthConfig::default(),
+            backpressure: BackpressureConfig::default(),
             tls: None,
             shutdown_grace_ms: Duration::from_secs(30),
         }
@@ -227,6 +269,21 @@ impl Config {
                 "must be at least limits.max_request_bytes",
             );
         }
+        let b = &self.backpressure;
+        if b.max_lag_records > 0 {
+            if b.compactor_group.trim().is_empty() {
+                return invalid(
+                    "backpressure.compactor_group",
+                    "must name the compactor's consumer group (or set max_lag_records = 0)",
+                );
+            }
+            if b.check_interval_ms < Duration::from_millis(100) {
+                return invalid("backpressure.check_interval_ms", "must be at least 100");
+            }
+            if b.retry_after_ms.is_zero() {
+                return invalid("backpressure.retry_after_ms", "must be at least 1");
+            }
+        }
         if self
             .auth
             .token
@@ -340,6 +397,18 @@ mod tests {
                 "limits.max_events_per_request",
             ),
             ("[auth]\ntoken = \" \"\n", "auth.token"),
+            (
+                "[backpressure]\ncompactor_group = \"\"\n",
+                "backpressure.compactor_group",
+            ),
+            (
+                "[backpressure]\ncheck_interval_ms = 10\n",
+                "backpressure.check_interval_ms",
+            ),
+            (
+                "[backpressure]\nretry_after_ms = 0\n",
+                "backpressure.retry_after_ms",
+            ),
         ] {
             match load_toml(toml) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{toml}"),

@@ -44,6 +44,22 @@ pub enum GatewayError {
         /// Suggested wait before retrying.
         retry_after: Duration,
     },
+    /// The stream's table is too far behind its topic (the compactor is
+    /// stopped or slow); retry later.
+    #[error(
+        "stream {stream:?} is {lag_records} Kafka records behind its table (the bound is {bound}): \
+         the compactor is not keeping up; retry later"
+    )]
+    Lagging {
+        /// The stream refused.
+        stream: String,
+        /// Records written and not yet committed to the table, at the last check.
+        lag_records: u64,
+        /// `backpressure.max_lag_records`.
+        bound: u64,
+        /// Suggested wait before retrying.
+        retry_after: Duration,
+    },
     /// Kafka did not confirm delivery. Some chunks may have been written:
     /// retrying with the same event ids is safe (duplicates are removed by id).
     #[error("events not confirmed by Kafka ({0}); retry with the same event ids")]
@@ -53,7 +69,10 @@ pub enum GatewayError {
 impl GatewayError {
     /// Whether sending the same request again may succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::Overloaded { .. } | Self::NotDelivered(_))
+        matches!(
+            self,
+            Self::Overloaded { .. } | Self::Lagging { .. } | Self::NotDelivered(_)
+        )
     }
 
     /// The gRPC code this error is answered with.
@@ -64,7 +83,7 @@ impl GatewayError {
             }
             Self::TooLarge(_) => Code::OutOfRange,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::Overloaded { .. } => Code::ResourceExhausted,
+            Self::Overloaded { .. } | Self::Lagging { .. } => Code::ResourceExhausted,
             Self::NotDelivered(_) => Code::Unavailable,
         }
     }
@@ -79,7 +98,7 @@ impl GatewayError {
             Self::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } | Self::Lagging { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotDelivered(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -87,7 +106,9 @@ impl GatewayError {
     /// How long a client should wait before retrying, for retryable errors.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Overloaded { retry_after, .. } => Some(*retry_after),
+            Self::Overloaded { retry_after, .. } | Self::Lagging { retry_after, .. } => {
+                Some(*retry_after)
+            }
             Self::NotDelivered(_) => Some(Duration::from_millis(500)),
             _ => None,
         }

@@ -5,7 +5,8 @@
 //! A request moves through the modules in this order: [`auth`] (headers),
 //! [`http`] (OTLP/HTTP only: the body's encoding), [`otlp`] (OTLP only: map
 //! onto telemetry.v1), [`validate`] (rules, limits,
-//! stream → topic), [`chunk`] (Kafka record payloads), [`produce`] (idempotent
+//! stream → topic), [`lag`] (back-pressure while the stream's table is far
+//! behind), [`chunk`] (Kafka record payloads), [`produce`] (idempotent
 //! producer, delivery reports), [`service`] (the answer). [`error`] is the one
 //! place errors become gRPC statuses.
 #![deny(missing_docs)]
@@ -16,6 +17,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod http;
+pub mod lag;
 pub mod metrics;
 pub mod otlp;
 pub mod produce;
@@ -41,6 +43,7 @@ use tonic_health::ServingStatus;
 use crate::auth::BearerAuth;
 use crate::config::Config;
 use crate::edge::Edge;
+use crate::lag::{LagGate, LagReader};
 use crate::metrics::Metrics;
 use crate::produce::Kafka;
 use crate::service::Ingest;
@@ -71,7 +74,26 @@ pub async fn run(
     let auth = BearerAuth::new(tokens);
     let metrics = Arc::new(Metrics::new());
     let kafka = Arc::new(Kafka::new(&config.kafka).context("cannot create the Kafka producer")?);
-    let ingest = Arc::new(Ingest::new(config.clone(), kafka.clone(), metrics.clone()));
+    let lag = Arc::new(LagGate::new(&config.backpressure, &config.streams));
+    let lag_watch = if lag.enabled() {
+        let reader = LagReader::new(&config.kafka, &config.backpressure)
+            .context("cannot create the Kafka client that reads the compactor's lag")?;
+        Some(tokio::spawn(lag::watch(
+            lag.clone(),
+            reader,
+            config.streams.clone(),
+            metrics.clone(),
+            config.backpressure.check_interval_ms,
+        )))
+    } else {
+        None
+    };
+    let ingest = Arc::new(Ingest::new(
+        config.clone(),
+        kafka.clone(),
+        metrics.clone(),
+        lag,
+    ));
 
     let grpc_listener = TcpListener::bind(config.listen)
         .await
@@ -197,6 +219,9 @@ pub async fn run(
         } => tracing::warn!(grace_ms = grace.as_millis(), "requests still running after the grace period; closing"),
     }
     watch.abort();
+    if let Some(task) = lag_watch {
+        task.abort();
+    }
     let _ = metrics_server.await;
     match kafka.flush(grace).await {
         Ok(()) => tracing::info!("gateway stopped"),

@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests by RPC and gRPC code, events and bytes by
-//! stream, Kafka produce latency, in-flight bytes and broker reachability.
+//! stream, Kafka produce latency, in-flight bytes, broker reachability and
+//! each stream's lag behind its table.
 
 use std::sync::atomic::AtomicU64;
 
@@ -44,6 +45,12 @@ pub struct Metrics {
     pub inflight_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// 1 when a broker answered the last metadata probe.
     pub kafka_up: Gauge<f64, AtomicU64>,
+    /// Records in a stream's topic not yet committed to its table (-1: unknown).
+    pub lag_records: Family<StreamLabels, Gauge>,
+    /// Requests refused because their stream's lag was past the bound.
+    pub lag_refusals: Family<StreamLabels, Counter>,
+    /// Lag checks that could not read Kafka (requests are admitted meanwhile).
+    pub lag_check_errors: Counter,
 }
 
 impl Metrics {
@@ -88,6 +95,24 @@ impl Metrics {
             "1 when a Kafka broker answered the last probe",
             kafka_up.clone(),
         );
+        let lag_records = Family::default();
+        registry.register(
+            "lag_records",
+            "Records in the stream's topic not yet committed to its table (-1: unknown)",
+            lag_records.clone(),
+        );
+        let lag_refusals = Family::default();
+        registry.register(
+            "lag_refusals",
+            "Requests refused because the stream's lag was past backpressure.max_lag_records",
+            lag_refusals.clone(),
+        );
+        let lag_check_errors = Counter::default();
+        registry.register(
+            "lag_check_errors",
+            "Lag checks that could not read Kafka",
+            lag_check_errors.clone(),
+        );
         Self {
             registry,
             requests,
@@ -97,6 +122,9 @@ impl Metrics {
             produce_seconds,
             inflight_bytes,
             kafka_up,
+            lag_records,
+            lag_refusals,
+            lag_check_errors,
         }
     }
 

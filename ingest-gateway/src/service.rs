@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::lag::LagGate;
 use crate::metrics::{Metrics, StreamLabels};
 use crate::produce::{Kafka, RequestDelivery};
 use crate::{chunk, otlp, validate};
@@ -32,17 +33,24 @@ pub struct Ingest {
     config: Arc<Config>,
     kafka: Arc<Kafka>,
     metrics: Arc<Metrics>,
+    lag: Arc<LagGate>,
     inflight: Semaphore,
 }
 
 impl Ingest {
     /// Wires the pipeline.
-    pub fn new(config: Arc<Config>, kafka: Arc<Kafka>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        kafka: Arc<Kafka>,
+        metrics: Arc<Metrics>,
+        lag: Arc<LagGate>,
+    ) -> Self {
         let permits = config.limits.max_inflight_bytes.div_ceil(PERMIT_BYTES);
         Self {
             config,
             kafka,
             metrics,
+            lag,
             inflight: Semaphore::new(permits),
         }
     }
@@ -56,6 +64,14 @@ impl Ingest {
         source: Source,
     ) -> Result<u32, GatewayError> {
         let (stream, topic) = validate::route(&self.config.streams, stream)?;
+        self.lag.admit(stream, topic).inspect_err(|_| {
+            self.metrics
+                .lag_refusals
+                .get_or_create(&StreamLabels {
+                    stream: stream.to_owned(),
+                })
+                .inc();
+        })?;
         let limits = &self.config.limits;
         let count: usize = groups.iter().map(|(_, events)| events.len()).sum();
         if count > limits.max_events_per_request {

@@ -36,12 +36,18 @@ pub struct Flow {
 impl Flow {
     /// Creates a topic with `partitions` and a gateway routing a fresh stream to it.
     pub async fn new(name: &str, partitions: i32) -> Self {
+        Self::with_gateway_toml(name, partitions, "").await
+    }
+
+    /// [`Flow::new`], with `gateway_toml` added to the gateway's config file.
+    pub async fn with_gateway_toml(name: &str, partitions: i32, gateway_toml: &str) -> Self {
         let stack = Stack::get();
         let topic = unique_topic(name);
         create_topic(&stack.kafka_brokers, &topic, partitions).await;
         let stream = crate::lake::unique_stream(name);
         let mut options = GatewayOptions::new(&stack.kafka_brokers, &topic);
         options.streams = BTreeMap::from([(stream.clone(), topic.clone())]);
+        options.extra_toml = gateway_toml.to_owned();
         let gateway = Gateway::start(&options);
         Self {
             stack,

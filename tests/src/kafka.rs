@@ -55,9 +55,9 @@ impl Record {
     }
 }
 
-/// Reads every record of `topic` from the beginning up to the current end.
-pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// A reader in a group of its own (it never commits).
+fn reader(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set(
             "group.id",
@@ -66,7 +66,11 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
-        .expect("consumer");
+        .expect("consumer")
+}
+
+/// Each partition of `topic` with its (low, high) watermarks.
+fn watermarks(consumer: &BaseConsumer, topic: &str) -> Vec<(i32, i64, i64)> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("topic metadata");
@@ -76,12 +80,31 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
         .map(|p| p.id())
         .collect();
     assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            (p, low, high)
+        })
+        .collect()
+}
+
+/// Records written to `topic` so far: its end offsets, summed over partitions.
+pub fn records_written(brokers: &str, topic: &str) -> i64 {
+    watermarks(&reader(brokers), topic)
+        .iter()
+        .map(|&(_, _, high)| high)
+        .sum()
+}
+
+/// Reads every record of `topic` from the beginning up to the current end.
+pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
+    let consumer = reader(brokers);
     let mut ends = Vec::new();
     let mut assignment = TopicPartitionList::new();
-    for &p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
+    for (p, low, high) in watermarks(&consumer, topic) {
         if high > low {
             ends.push((p, high));
             assignment
