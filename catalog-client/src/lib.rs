@@ -34,4 +34,4 @@ pub use offsets::{Fence, Offsets};
 pub use schema::TableKind;
 
 /// Name of the dead-letter table in the namespace.
-pub const DEAD_LETTER_TABLE: &str = "dead_letters";
+pub use tlake_proto::contract::DEAD_LETTER_TABLE;

@@ -26,8 +26,8 @@ use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{FixedSizeBinaryArray, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use duckdb::Connection;
+use tlake_record_reader::decode::{EventKey, RecordInfo, Scanned};
 
-use crate::decode::{EventKey, RecordInfo, Scanned};
 use crate::rows::Rows;
 use crate::write::{Part, WriteError};
 
@@ -605,9 +605,9 @@ mod tests {
     use tlake_catalog_client::TableKind;
     use tlake_catalog_client::iceberg::arrow::schema_to_arrow_schema;
     use tlake_proto::v1::{AnyValue, KeyValue, LogBatch, LogEvent, Resource, any_value};
+    use tlake_record_reader::decode::{Origin, scan};
 
     use super::*;
-    use crate::decode::{Origin, scan};
 
     const DAY_NS: u64 = 86_400_000_000_000;
 

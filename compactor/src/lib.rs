@@ -3,8 +3,8 @@
 //!
 //! The data path, top-down, a module each: [`consume`] (the Kafka consumer
 //! and its rebalances, seeked by [`progress`]) → [`pipeline`] (the loop:
-//! each record is read in place by [`wire`], with [`decode`] as prost's
-//! authority for the rest) → [`buffer`] (per table, dropping copies on
+//! each record is read in place by `tlake_record_reader`, prost being the
+//! authority on what it cannot tell) → [`buffer`] (per table, dropping copies on
 //! arrival against an event-id window; [`tables`] checks and seeds them;
 //! [`dead_letters`] keeps what cannot be mapped) → [`flush`] (when, and at
 //! which cut; DuckDB sorts the buffered keys, [`rows`] builds the Arrow) →
@@ -19,7 +19,6 @@ pub mod commit;
 pub mod config;
 pub mod consume;
 pub mod dead_letters;
-pub mod decode;
 pub mod flush;
 pub mod lake;
 pub mod maintain;
@@ -28,7 +27,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod rows;
 pub mod tables;
-pub mod wire;
 pub mod write;
 
 use std::net::SocketAddr;

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::Message;
 use tlake_catalog_client::{DEAD_LETTER_TABLE, LakeCatalog, TableKind};
+use tlake_record_reader::decode::{EventKey, Origin, scan};
 use tokio::runtime::Handle;
 
 use crate::buffer::Buffers;
 use crate::config::Config;
 use crate::consume::{self, KafkaConsumer, Rebalanced, Tp};
 use crate::dead_letters::DeadLetters;
-use crate::decode::{EventKey, Origin, scan};
 use crate::flush::SizeTrigger;
 use crate::lake::Lake;
 use crate::metrics::Metrics;

@@ -2,7 +2,7 @@
 //! in the table's own layout (its Arrow schema's names, types and field
 //! ids), built once with no per-value allocation on the common path.
 //!
-//! Every byte reaching here was validated by [`crate::decode::scan`], so an
+//! Every byte reaching here was validated by [`tlake_record_reader::decode::scan`], so an
 //! error is a bug, reported and never a panic.
 
 use std::borrow::Cow;
@@ -23,8 +23,8 @@ use arrow_schema::{DataType, Field, FieldRef, Fields, SchemaRef, TimeUnit};
 
 use tlake_proto::contract::tags;
 
-use crate::decode::{RecordInfo, any_text, nanos_to_micros};
-use crate::wire::{self, Any, Reader, Wire};
+use tlake_record_reader::decode::{RecordInfo, any_text, nanos_to_micros};
+use tlake_record_reader::wire::{self, Any, Reader, Wire};
 
 /// A string column under construction: values appended as bytes, checked
 /// as UTF-8 once for the whole column when it is finished (the events were
@@ -449,5 +449,459 @@ fn has_repeated_keys(kvs: &[(&[u8], Text<'_>)]) -> bool {
     } else {
         let mut seen = HashSet::with_capacity(kvs.len());
         !kvs.iter().all(|(k, _)| seen.insert(*k))
+    }
+}
+
+/// A record scanned by `tlake_record_reader` and materialized here, the way a
+/// flush does it: the reader's rules and the rows' layout tested together.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type, TimestampMicrosecondType};
+    use arrow_array::{Array, RecordBatch};
+    use tlake_catalog_client::TableKind;
+    use tlake_catalog_client::iceberg::arrow::schema_to_arrow_schema;
+    use tlake_proto::v1::{ArrayValue, KeyValue, KeyValueList, LogEvent, Resource};
+
+    use prost::Message as _;
+    use tlake_proto::contract::DEFAULT_STREAM;
+    use tlake_proto::v1::{AnyValue, LogBatch, any_value};
+    use tlake_record_reader::decode::{Origin, render, scan};
+
+    use super::*;
+
+    const ORIGIN: Origin = Origin {
+        partition: 3,
+        offset: 42,
+    };
+
+    fn s(v: &str) -> Option<AnyValue> {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        })
+    }
+
+    fn kv(k: &str, value: Option<AnyValue>) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value,
+        }
+    }
+
+    fn int(i: i64) -> Option<AnyValue> {
+        Some(AnyValue {
+            value: Some(any_value::Value::IntValue(i)),
+        })
+    }
+
+    /// Scans and materializes a record the way a flush does (arrival order).
+    fn read(payload: &[u8]) -> Result<(String, RecordBatch), String> {
+        let mut keys = Vec::new();
+        let scanned = scan(payload, ORIGIN, &mut keys)?;
+        let target =
+            Arc::new(schema_to_arrow_schema(&TableKind::Logs.schema()).expect("arrow schema"));
+        let mut rows = Rows::with_capacity(keys.len(), scanned.bytes.len());
+        for k in &keys {
+            let bytes = &scanned.bytes[k.start as usize..(k.start + k.len) as usize];
+            rows.push(bytes, &scanned.info, k.time_us)
+                .expect("validated events materialize");
+        }
+        Ok((scanned.stream, rows.finish(&target).expect("finish")))
+    }
+
+    /// One row as text, from our Arrow output.
+    fn row_text(b: &RecordBatch, i: usize) -> Vec<String> {
+        let col = |n: &str| b.column_by_name(n).expect(n).clone();
+        let text = |n: &str| {
+            let c = col(n);
+            let a = c.as_string::<i32>();
+            if a.is_null(i) {
+                "∅".to_owned()
+            } else {
+                a.value(i).to_owned()
+            }
+        };
+        let map = |n: &str| {
+            let c = col(n);
+            let m = c.as_map();
+            let e = m.value(i);
+            let (k, v) = (
+                e.column(0).as_string::<i32>(),
+                e.column(1).as_string::<i32>(),
+            );
+            (0..e.len())
+                .map(|j| format!("{}={}", k.value(j), v.value(j)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let bin = |n: &str| {
+            let c = col(n);
+            let a = c.as_binary::<i64>();
+            if a.is_null(i) {
+                "∅".to_owned()
+            } else {
+                format!("{:?}", a.value(i))
+            }
+        };
+        vec![
+            format!("{:?}", col("event_id").as_fixed_size_binary().value(i)),
+            col("event_time")
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(i)
+                .to_string(),
+            format!(
+                "{:?}",
+                col("observed_time")
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .iter()
+                    .nth(i)
+                    .flatten()
+            ),
+            col("severity_number")
+                .as_primitive::<Int32Type>()
+                .value(i)
+                .to_string(),
+            text("severity_text"),
+            text("body"),
+            text("event_name"),
+            text("scope_name"),
+            text("service"),
+            bin("trace_id"),
+            bin("span_id"),
+            map("attributes"),
+            map("resource"),
+        ]
+    }
+
+    fn opt_text(s: &str) -> String {
+        if s.is_empty() { "∅".into() } else { s.into() }
+    }
+
+    fn text(v: &Option<AnyValue>) -> String {
+        match v {
+            None | Some(AnyValue { value: None }) => String::new(),
+            Some(v) => render(v),
+        }
+    }
+
+    fn pairs(kvs: &[KeyValue], sorted_unique: bool) -> String {
+        let list: Vec<(String, String)> = if sorted_unique
+            || kvs
+                .iter()
+                .enumerate()
+                .any(|(i, a)| kvs[..i].iter().any(|b| b.key == a.key))
+        {
+            let m: BTreeMap<&str, String> = kvs
+                .iter()
+                .map(|kv| (kv.key.as_str(), text(&kv.value)))
+                .collect();
+            m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        } else {
+            kvs.iter()
+                .map(|kv| (kv.key.clone(), text(&kv.value)))
+                .collect()
+        };
+        list.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The same row as text, from prost's decoding (the reference).
+    fn reference(batch: &LogBatch, e: &LogEvent) -> Vec<String> {
+        let resource = batch
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.clone())
+            .unwrap_or_default();
+        let received = (batch.received_unix_nano / 1000) as i64;
+        let observed = nanos_to_micros(e.observed_time_unix_nano);
+        let service = resource
+            .iter()
+            .rev()
+            .find(|kv| kv.key == "service.name")
+            .map(|kv| text(&kv.value));
+        vec![
+            format!("{:?}", &e.event_id[..]),
+            nanos_to_micros(e.time_unix_nano)
+                .or(observed)
+                .unwrap_or(received)
+                .to_string(),
+            format!("{observed:?}"),
+            e.severity_number.to_string(),
+            opt_text(&e.severity_text),
+            match &e.body {
+                None | Some(AnyValue { value: None }) => "∅".into(),
+                Some(v) => render(v),
+            },
+            opt_text(&e.event_name),
+            opt_text(&e.scope_name),
+            service.unwrap_or_else(|| "∅".into()),
+            if e.trace_id.is_empty() {
+                "∅".into()
+            } else {
+                format!("{:?}", &e.trace_id[..])
+            },
+            if e.span_id.is_empty() {
+                "∅".into()
+            } else {
+                format!("{:?}", &e.span_id[..])
+            },
+            pairs(&e.attributes, false),
+            pairs(&resource, true),
+        ]
+    }
+
+    fn sample() -> LogBatch {
+        LogBatch {
+            stream: String::new(),
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s("checkout")), kv("host", int(7))],
+            }),
+            events: vec![
+                LogEvent {
+                    event_id: vec![1; 16].into(),
+                    time_unix_nano: 1_700_000_000_123_456_789,
+                    severity_number: 9,
+                    severity_text: "INFO".into(),
+                    body: s("hello"),
+                    attributes: vec![kv("a", s("1")), kv("n", int(7)), kv("a", s("2"))],
+                    trace_id: vec![9; 16].into(),
+                    ..Default::default()
+                },
+                LogEvent {
+                    event_id: vec![2; 16].into(),
+                    observed_time_unix_nano: 1_700_000_000_999_000_000,
+                    body: int(5),
+                    attributes: vec![kv("z", None), kv("y", s("é"))],
+                    ..Default::default()
+                },
+                LogEvent {
+                    event_id: vec![3; 16].into(),
+                    ..Default::default()
+                },
+            ],
+            received_unix_nano: 1_700_000_001_000_000_000,
+            source: 1,
+        }
+    }
+
+    fn check_against_prost(batch: &LogBatch, payload: &[u8]) {
+        let (stream, rows) = read(payload).expect("reads");
+        let want = if batch.stream.is_empty() {
+            DEFAULT_STREAM
+        } else {
+            &batch.stream
+        };
+        assert_eq!(stream, want);
+        assert_eq!(rows.num_rows(), batch.events.len());
+        for (i, e) in batch.events.iter().enumerate() {
+            assert_eq!(row_text(&rows, i), reference(batch, e), "event {i}");
+        }
+    }
+
+    #[test]
+    fn a_batch_becomes_keys_and_rows() {
+        let batch = sample();
+        let payload = batch.encode_to_vec();
+        let mut keys = Vec::new();
+        let scanned = scan(&payload, ORIGIN, &mut keys).expect("scans");
+        assert!(matches!(scanned.bytes, Cow::Borrowed(_)), "fast path");
+        assert_eq!(scanned.info.service.as_deref(), Some("checkout"));
+        assert_eq!(
+            scanned.info.resource,
+            [
+                ("host".into(), "7".into()),
+                ("service.name".into(), "checkout".into())
+            ]
+        );
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[0].time_us, 1_700_000_000_123_456);
+        assert_eq!(keys[1].time_us, 1_700_000_000_999_000, "observed time");
+        assert_eq!(keys[2].time_us, 1_700_000_001_000_000, "received time");
+        assert_eq!(scanned.max_event_time_us, 1_700_000_001_000_000);
+        check_against_prost(&batch, &payload);
+        let (_, rows) = read(&payload).expect("reads");
+        // Repeated attribute keys collapse (last wins, keys in order); ints are JSON.
+        assert_eq!(row_text(&rows, 0)[11], "a=2,n=7");
+        assert_eq!(row_text(&rows, 1)[5], "5");
+        assert_eq!(row_text(&rows, 1)[11], "z=,y=é");
+        let p = rows.column_by_name("kafka_partition").expect("col");
+        assert_eq!(p.as_primitive::<Int32Type>().value(0), 3);
+    }
+
+    #[test]
+    fn garbage_bad_ids_and_bad_streams_are_dead_letters() {
+        assert!(scan(b"\xff\xff\xff garbage", ORIGIN, &mut Vec::new()).is_err());
+        let mut batch = sample();
+        batch.events[1].event_id = vec![1; 3].into();
+        let err = scan(&batch.encode_to_vec(), ORIGIN, &mut Vec::new()).expect_err("bad id");
+        assert!(err.contains("event 1 has a 3-byte event_id"), "{err}");
+        for stream in ["Bad-Name", "dead_letters"] {
+            let batch = LogBatch {
+                stream: stream.into(),
+                ..Default::default()
+            };
+            let err = scan(&batch.encode_to_vec(), ORIGIN, &mut Vec::new()).expect_err(stream);
+            assert!(err.contains("not a valid table name"), "{err}");
+        }
+    }
+
+    #[test]
+    fn what_the_fast_reader_leaves_to_prost_reads_the_same() {
+        // A body sent twice: prost merges the two AnyValue messages (the
+        // second string wins); the fast reader hands the record to prost.
+        let batch = sample();
+        let mut event = batch.events[0].encode_to_vec();
+        let body2 = AnyValue {
+            value: Some(any_value::Value::StringValue("second".into())),
+        }
+        .encode_to_vec();
+        event.push(0x32); // field 6, LEN
+        event.push(body2.len() as u8);
+        event.extend_from_slice(&body2);
+        let mut payload = Vec::new();
+        payload.push(0x1a); // field 3, LEN
+        prost::encoding::encode_varint(event.len() as u64, &mut payload);
+        payload.extend_from_slice(&event);
+        let expected = LogBatch::decode(&payload[..]).expect("prost reads it");
+        assert_eq!(expected.events[0].body, s("second"));
+        let mut keys = Vec::new();
+        let scanned = scan(&payload, ORIGIN, &mut keys).expect("scans");
+        assert!(matches!(scanned.bytes, Cow::Owned(_)), "prost path");
+        check_against_prost(&expected, &payload);
+        // Deep nesting past the fast reader's budget, within prost's.
+        let mut v = s("leaf").expect("v");
+        for _ in 0..40 {
+            v = AnyValue {
+                value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![v] })),
+            };
+        }
+        let mut deep = sample();
+        deep.events[0].body = Some(v);
+        check_against_prost(&deep, &deep.encode_to_vec());
+    }
+
+    /// A small deterministic generator of awkward batches.
+    fn random_batch(rng: &mut fastrand::Rng) -> LogBatch {
+        fn value(rng: &mut fastrand::Rng, depth: u32) -> Option<AnyValue> {
+            let text = |rng: &mut fastrand::Rng| {
+                ["", "a", "é√", "svc", "with \"quotes\""][rng.usize(..5)].to_owned()
+            };
+            let v = match rng.u8(..if depth > 2 { 5 } else { 8 }) {
+                0 => None,
+                1 => Some(any_value::Value::StringValue(text(rng))),
+                2 => Some(any_value::Value::BoolValue(rng.bool())),
+                3 => Some(any_value::Value::IntValue(rng.i64(..))),
+                4 => Some(any_value::Value::DoubleValue(rng.f64() * 1e6)),
+                5 => Some(any_value::Value::BytesValue(vec![rng.u8(..); 3].into())),
+                6 => Some(any_value::Value::ArrayValue(ArrayValue {
+                    values: (0..rng.usize(..3))
+                        .filter_map(|_| value(rng, depth + 1))
+                        .collect(),
+                })),
+                _ => Some(any_value::Value::KvlistValue(KeyValueList {
+                    values: (0..rng.usize(..3))
+                        .map(|_| kv(["k", "l"][rng.usize(..2)], value(rng, depth + 1)))
+                        .collect(),
+                })),
+            };
+            if rng.u8(..10) == 0 {
+                None
+            } else {
+                Some(AnyValue { value: v })
+            }
+        }
+        let keys = ["a", "b", "service.name", "c"];
+        let attrs = |rng: &mut fastrand::Rng| {
+            (0..rng.usize(..5))
+                .map(|_| kv(keys[rng.usize(..4)], value(rng, 0)))
+                .collect::<Vec<_>>()
+        };
+        LogBatch {
+            stream: ["", "logs", "app_1"][rng.usize(..3)].into(),
+            resource: rng.bool().then(|| Resource {
+                attributes: attrs(rng),
+            }),
+            events: (0..rng.usize(..6))
+                .map(|_| LogEvent {
+                    event_id: vec![rng.u8(..); 16].into(),
+                    time_unix_nano: if rng.bool() { rng.u64(..1 << 62) } else { 0 },
+                    observed_time_unix_nano: if rng.bool() { rng.u64(..1 << 62) } else { 0 },
+                    severity_number: rng.i32(..),
+                    severity_text: ["", "INFO", "WARN"][rng.usize(..3)].into(),
+                    body: value(rng, 0),
+                    attributes: attrs(rng),
+                    trace_id: vec![7; rng.usize(..17)].into(),
+                    span_id: vec![8; rng.usize(..9)].into(),
+                    flags: rng.u32(..),
+                    event_name: ["", "evt"][rng.usize(..2)].into(),
+                    scope_name: ["", "scope"][rng.usize(..2)].into(),
+                })
+                .collect(),
+            received_unix_nano: rng.u64(..1 << 62),
+            source: rng.i32(..3),
+        }
+    }
+
+    #[test]
+    fn random_batches_read_as_prost_reads_them() {
+        let mut rng = fastrand::Rng::with_seed(0x7e1e);
+        for _ in 0..2000 {
+            let batch = random_batch(&mut rng);
+            check_against_prost(&batch, &batch.encode_to_vec());
+        }
+    }
+
+    #[test]
+    fn mutated_records_never_panic_and_agree_with_prost() {
+        let mut rng = fastrand::Rng::with_seed(0xbad);
+        let (mut accepted, mut rejected) = (0, 0);
+        for _ in 0..5000 {
+            let mut payload = random_batch(&mut rng).encode_to_vec();
+            if payload.is_empty() {
+                continue;
+            }
+            match rng.u8(..3) {
+                0 => payload.truncate(rng.usize(..payload.len())),
+                1 => {
+                    let i = rng.usize(..payload.len());
+                    payload[i] = rng.u8(..);
+                }
+                _ => {
+                    let i = rng.usize(..payload.len());
+                    payload.insert(i, rng.u8(..));
+                }
+            }
+            let ours = scan(&payload, ORIGIN, &mut Vec::new());
+            match LogBatch::decode(&payload[..]) {
+                Err(_) => {
+                    assert!(ours.is_err(), "prost rejects what we accepted");
+                    rejected += 1;
+                }
+                Ok(batch) => {
+                    let semantic_ok = batch.events.iter().all(|e| e.event_id.len() == 16) && {
+                        let s = if batch.stream.is_empty() {
+                            DEFAULT_STREAM
+                        } else {
+                            &batch.stream
+                        };
+                        tlake_proto::contract::is_stream_name(s)
+                            && s != tlake_catalog_client::DEAD_LETTER_TABLE
+                    };
+                    assert_eq!(ours.is_ok(), semantic_ok, "{ours:?}");
+                    if semantic_ok {
+                        check_against_prost(&batch, &payload);
+                        accepted += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            accepted > 100 && rejected > 100,
+            "{accepted} accepted, {rejected} rejected"
+        );
     }
 }

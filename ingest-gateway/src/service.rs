@@ -73,17 +73,7 @@ impl Ingest {
                 .inc();
         })?;
         let limits = &self.config.limits;
-        let count: usize = groups.iter().map(|(_, events)| events.len()).sum();
-        if count > limits.max_events_per_request {
-            return Err(GatewayError::TooLarge(format!(
-                "request has {count} events; the limit is {} per request — split the batch",
-                limits.max_events_per_request
-            )));
-        }
-        let mut bytes = 0;
-        for (_, events) in &groups {
-            bytes += validate::events(events, limits)?;
-        }
+        let (count, bytes) = validate::request(&groups, limits)?;
         if count == 0 {
             return Ok(0);
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use tlake_proto::contract::{DEFAULT_STREAM, stream_name};
-use tlake_proto::v1::LogEvent;
+use tlake_proto::v1::{LogEvent, Resource};
 
 use crate::config::Limits;
 use crate::error::GatewayError;
@@ -35,6 +35,27 @@ pub fn route<'a>(
             stream: stream.to_owned(),
             known: streams.keys().cloned().collect::<Vec<_>>().join(", "),
         })
+}
+
+/// Checks a whole request — its events in groups by resource, as SendLogs
+/// (one group) and OTLP (one per resource) bring them — against the limits
+/// and field rules. Returns (events, their total encoded size).
+pub fn request(
+    groups: &[(Option<Resource>, Vec<LogEvent>)],
+    limits: &Limits,
+) -> Result<(usize, usize), GatewayError> {
+    let count: usize = groups.iter().map(|(_, events)| events.len()).sum();
+    if count > limits.max_events_per_request {
+        return Err(GatewayError::TooLarge(format!(
+            "request has {count} events; the limit is {} per request — split the batch",
+            limits.max_events_per_request
+        )));
+    }
+    let mut bytes = 0;
+    for (_, events) in groups {
+        bytes += self::events(events, limits)?;
+    }
+    Ok((count, bytes))
 }
 
 /// Checks the events of one request against the field rules and limits.

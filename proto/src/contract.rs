@@ -1,5 +1,6 @@
 //! The rules every component applies to the same names and numbers: stream
-//! names (they become Iceberg table names), the default stream, Kafka topic
+//! names (they become Iceberg table names), the default stream, the
+//! dead-letter table, Kafka topic
 //! names, and the `LogEvent` field tags that the compactor's hand-written
 //! decoder reads without the generated code. One copy here; the SDK, the
 //! gateway and the compactor call it, and the tests below check the tags
@@ -7,6 +8,10 @@
 
 /// The stream of a request that names none.
 pub const DEFAULT_STREAM: &str = "default";
+
+/// The table records that cannot be mapped to rows go to, in every stream's
+/// namespace; no stream may take its name.
+pub const DEAD_LETTER_TABLE: &str = "dead_letters";
 
 /// Longest stream name: it becomes an Iceberg table name and part of topic names.
 pub const MAX_STREAM_NAME: usize = 63;
