@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let scanned = scan(data, origin, &mut keys);
     let Ok(batch) = LogBatch::decode(data) else {
-        assert!(scanned.is_err(), "the reader accepted a record prost rejects");
+        assert!(
+            scanned.is_err(),
+            "the reader accepted a record prost rejects"
+        );
         return;
     };
     let Ok(scanned) = scanned else {

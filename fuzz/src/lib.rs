@@ -94,5 +94,8 @@ pub fn accept_and_read_back(
             read.extend(keys.iter().map(|k| k.id.to_vec()));
         }
     }
-    assert_eq!(read, sent, "the records hold the request's events, once, in order");
+    assert_eq!(
+        read, sent,
+        "the records hold the request's events, once, in order"
+    );
 }
