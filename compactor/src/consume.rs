@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tlake_catalog_client::Progress;
@@ -38,12 +38,18 @@ pub enum Rebalanced {
 }
 
 /// The consumer's context: the catalog (to read progress inside the
-/// callback) and the rebalances not yet applied by the loop.
+/// callback), the rebalances not yet applied by the loop, and each
+/// partition's high watermark from librdkafka's statistics.
 #[derive(Debug)]
 pub struct Rebalances {
     lake: Arc<Lake>,
     events: Mutex<Vec<Rebalanced>>,
+    high_watermarks: Mutex<HashMap<Tp, i64>>,
 }
+
+/// How often librdkafka reports statistics (the lag metric's source): a
+/// JSON document of a few KB per second, parsed on the polling thread.
+const STATISTICS_EVERY_MS: u32 = 1_000;
 
 /// The compactor's Kafka consumer.
 pub type KafkaConsumer = BaseConsumer<Rebalances>;
@@ -66,13 +72,15 @@ pub fn subscribe(config: &Config, lake: Arc<Lake>) -> Result<KafkaConsumer, Kafk
         // group, guards correctness, so a long interval is safe.
         .set("max.poll.interval.ms", "600000")
         .set("partition.assignment.strategy", "range,roundrobin")
-        .set("fetch.max.bytes", (64 << 20).to_string());
+        .set("fetch.max.bytes", (64 << 20).to_string())
+        .set("statistics.interval.ms", STATISTICS_EVERY_MS.to_string());
     for (k, v) in &config.kafka.properties {
         client.set(k, v);
     }
     let consumer: KafkaConsumer = client.create_with_context(Rebalances {
         lake,
         events: Mutex::new(Vec::new()),
+        high_watermarks: Mutex::new(HashMap::new()),
     })?;
     let topics: Vec<&str> = config.kafka.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -110,14 +118,26 @@ pub fn commit_advisory(consumer: &KafkaConsumer, cut: &BTreeMap<Tp, i64>) {
     }
 }
 
-/// Sets `consumer_lag` (high watermark − next offset) for each assigned partition.
+/// Sets `consumer_lag` (high watermark − next offset) for each assigned
+/// partition, from the high watermarks librdkafka's last statistics carried.
+///
+/// Not `fetch_watermarks`: that is a ListOffsets request on the broker
+/// connection the fetches use, and on a busy broker its short timeout
+/// expired — librdkafka then drops the connection (`socket.max.fails` = 1),
+/// in-flight fetches with it. In the cluster that stalled consumption for
+/// minutes (25 such resets in one compactor's log); statistics cost no request.
 pub fn record_lag<'a>(
     consumer: &KafkaConsumer,
     assigned: impl Iterator<Item = (&'a Tp, i64)>,
     metrics: &Metrics,
 ) {
+    let highs = consumer
+        .context()
+        .high_watermarks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     for (tp, position) in assigned {
-        if let Ok((_, high)) = consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_millis(500)) {
+        if let Some(high) = highs.get(tp) {
             metrics
                 .consumer_lag
                 .get_or_create(&PartitionLabels {
@@ -133,7 +153,22 @@ fn start(seek: Option<i64>) -> Offset {
     seek.map_or(Offset::Beginning, Offset::Offset)
 }
 
-impl ClientContext for Rebalances {}
+impl ClientContext for Rebalances {
+    fn stats(&self, statistics: Statistics) {
+        let mut highs = self
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (topic, t) in statistics.topics {
+            // Partition -1 is librdkafka's internal "unassigned" queue.
+            for (partition, p) in t.partitions.into_iter().filter(|(id, _)| *id >= 0) {
+                if p.hi_offset >= 0 {
+                    highs.insert((topic.clone(), partition), p.hi_offset);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Rebalances {
     fn rebalance(

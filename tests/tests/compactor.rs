@@ -59,14 +59,28 @@ async fn events_land_exactly_once_and_duckdb_reads_them() {
     );
     assert!(progress.newest_event_time_us.is_some());
 
-    let metrics = compactor.metrics_text();
-    for name in [
-        "tlake_compactor_flush_rows",
-        "tlake_compactor_freshness_seconds",
-        "tlake_compactor_consumer_lag",
-        "tlake_compactor_commits",
-    ] {
-        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    // The lag comes from librdkafka's statistics (every second) and is
+    // recorded every 5 s: it may take that long to appear.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = compactor.metrics_text();
+        let missing: Vec<&str> = [
+            "tlake_compactor_flush_rows",
+            "tlake_compactor_freshness_seconds",
+            "tlake_compactor_consumer_lag",
+            "tlake_compactor_commits",
+        ]
+        .into_iter()
+        .filter(|name| !metrics.contains(name))
+        .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing:?} missing:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
