@@ -60,6 +60,9 @@ pub enum GatewayError {
         /// Suggested wait before retrying.
         retry_after: Duration,
     },
+    /// Kafka could not be asked (for a watermark); nothing was written.
+    #[error("Kafka is unavailable: {0}")]
+    KafkaUnavailable(String),
     /// Kafka did not confirm delivery. Some chunks may have been written:
     /// retrying with the same event ids is safe (duplicates are removed by id).
     #[error("events not confirmed by Kafka ({0}); retry with the same event ids")]
@@ -71,7 +74,10 @@ impl GatewayError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            Self::Overloaded { .. } | Self::Lagging { .. } | Self::NotDelivered(_)
+            Self::Overloaded { .. }
+                | Self::Lagging { .. }
+                | Self::KafkaUnavailable(_)
+                | Self::NotDelivered(_)
         )
     }
 
@@ -84,7 +90,7 @@ impl GatewayError {
             Self::TooLarge(_) => Code::OutOfRange,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::Overloaded { .. } | Self::Lagging { .. } => Code::ResourceExhausted,
-            Self::NotDelivered(_) => Code::Unavailable,
+            Self::KafkaUnavailable(_) | Self::NotDelivered(_) => Code::Unavailable,
         }
     }
 
@@ -99,7 +105,7 @@ impl GatewayError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Overloaded { .. } | Self::Lagging { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::NotDelivered(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KafkaUnavailable(_) | Self::NotDelivered(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -109,7 +115,7 @@ impl GatewayError {
             Self::Overloaded { retry_after, .. } | Self::Lagging { retry_after, .. } => {
                 Some(*retry_after)
             }
-            Self::NotDelivered(_) => Some(Duration::from_millis(500)),
+            Self::KafkaUnavailable(_) | Self::NotDelivered(_) => Some(Duration::from_millis(500)),
             _ => None,
         }
     }

@@ -7,16 +7,20 @@
 //! Only the body is this file's: once decoded, the request takes the gRPC
 //! Export's path ([`Ingest::export_request`]) — the same auth, limits,
 //! validation, stream header, event ids, and OK only after Kafka's ack.
+//!
+//! The same listener answers `GET /v1/watermark` (ours, not OTLP's): the
+//! Watermark RPC for HTTP clients, in JSON.
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -33,6 +37,8 @@ use crate::service::{Ingest, STREAM_HEADER, stream_header};
 pub const LOGS_PATH: &str = "/v1/logs";
 /// The `rpc` label of OTLP/HTTP requests in `tlake_gateway_requests_total`.
 pub const RPC_LABEL: &str = "http:/v1/logs";
+/// The watermark path: `?stream=S&wait_for=P:O,P:O&timeout_ms=N`.
+pub const WATERMARK_PATH: &str = "/v1/watermark";
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -89,6 +95,7 @@ pub fn router(
 ) -> Router {
     Router::new()
         .route(LOGS_PATH, post(export_logs))
+        .route(WATERMARK_PATH, get(watermark))
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(Arc::new(Shared {
             ingest,
@@ -122,6 +129,82 @@ async fn export_logs(
         Ok(()) => success(answer_in),
         Err(err) => failure(answer_in, &err),
     }
+}
+
+/// `GET /v1/watermark`'s query.
+#[derive(Debug, serde::Deserialize)]
+struct WatermarkQuery {
+    #[serde(default)]
+    stream: String,
+    /// `partition:offset`, comma separated.
+    #[serde(default)]
+    wait_for: String,
+    #[serde(default)]
+    timeout_ms: u32,
+}
+
+/// The Watermark RPC over HTTP: `{"stream", "committed": [{"partition",
+/// "offset"}], "reached"}`, or a JSON `google.rpc.Status`.
+async fn watermark(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<WatermarkQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        shared.auth.check(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        )?;
+        let Query(query) =
+            query.map_err(|e| GatewayError::InvalidArgument(format!("query: {}", e.body_text())))?;
+        let wait_for = parse_positions(&query.wait_for)?;
+        let answer = shared
+            .ingest
+            .watermark(
+                &query.stream,
+                &wait_for,
+                Duration::from_millis(u64::from(query.timeout_ms)),
+            )
+            .await?;
+        Ok::<_, GatewayError>(serde_json::json!({
+            "stream": if query.stream.is_empty() { tlake_proto::contract::DEFAULT_STREAM } else { &query.stream },
+            "committed": answer.committed.iter()
+                .map(|(p, o)| serde_json::json!({"partition": p, "offset": o}))
+                .collect::<Vec<_>>(),
+            "reached": answer.reached,
+        }))
+    }
+    .await;
+    match result {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))],
+            body.to_string(),
+        )
+            .into_response(),
+        Err(err) => failure(Encoding::Json, &err),
+    }
+}
+
+/// `0:12,1:40` → the highest offset per partition.
+fn parse_positions(text: &str) -> Result<std::collections::BTreeMap<i32, i64>, GatewayError> {
+    let positions = text
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            p.split_once(':')
+                .and_then(|(partition, offset)| {
+                    Some((partition.trim().parse().ok()?, offset.trim().parse().ok()?))
+                })
+                .ok_or_else(|| {
+                    GatewayError::InvalidArgument(format!(
+                        "wait_for: {p:?} is not partition:offset (e.g. wait_for=0:12,1:40)"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<(i32, i64)>, _>>()?;
+    Ok(crate::watermark::highest(positions))
 }
 
 /// Auth first (as the gRPC interceptor does), then the body, then the pipeline.
@@ -326,6 +409,17 @@ mod tests {
         assert_eq!(err.http_status(), StatusCode::BAD_REQUEST, "{err}");
         let err = decode(Encoding::Protobuf, b"\xff\xff\xff").unwrap_err();
         assert_eq!(err.http_status(), StatusCode::BAD_REQUEST, "{err}");
+    }
+
+    #[test]
+    fn watermark_positions_parse_or_name_the_bad_one() {
+        assert_eq!(
+            parse_positions("0:12, 1:40,0:3").expect("valid"),
+            std::collections::BTreeMap::from([(0, 12), (1, 40)])
+        );
+        assert!(parse_positions("").expect("none").is_empty());
+        let err = parse_positions("0:12,x").expect_err("bad");
+        assert!(err.to_string().contains("\"x\""), "{err}");
     }
 
     #[test]

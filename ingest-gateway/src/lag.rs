@@ -97,7 +97,8 @@ impl LagGate {
     }
 }
 
-/// Reads the compactor group's committed offsets and the topics' end offsets.
+/// Reads the compactor group's committed offsets (the tables' mirror) and
+/// the topics' end offsets: the lag here, the watermarks in `watermark.rs`.
 pub struct LagReader {
     consumer: BaseConsumer,
     timeout: Duration,
@@ -128,26 +129,50 @@ impl LagReader {
     /// Records in `topic` past the group's committed offsets, summed over its
     /// partitions; 0 for a topic that does not exist (nothing to hold back).
     pub fn topic_lag(&self, topic: &str) -> Result<u64, KafkaError> {
+        let mut lag = 0u64;
+        for (partition, committed) in self.group_offsets(topic)? {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(topic, partition, self.timeout)?;
+            lag += partition_lag(committed, low, high);
+        }
+        Ok(lag)
+    }
+
+    /// Per partition of `topic`, the first offset not yet in its table (the
+    /// group's committed offset; 0 where the group never committed — what
+    /// retention removed before a commit was never in the table).
+    pub fn committed(&self, topic: &str) -> Result<BTreeMap<i32, i64>, KafkaError> {
+        Ok(self
+            .group_offsets(topic)?
+            .into_iter()
+            .map(|(partition, committed)| match committed {
+                Offset::Offset(next) => (partition, next.max(0)),
+                _ => (partition, 0),
+            })
+            .collect())
+    }
+
+    /// Each partition of `topic` with the group's committed offset; none
+    /// for a topic that does not exist.
+    fn group_offsets(&self, topic: &str) -> Result<Vec<(i32, Offset)>, KafkaError> {
         let metadata = self.consumer.fetch_metadata(Some(topic), self.timeout)?;
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         if found.error().is_some() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut partitions = TopicPartitionList::new();
         for partition in found.partitions() {
             partitions.add_partition(topic, partition.id());
         }
         let committed = self.consumer.committed_offsets(partitions, self.timeout)?;
-        let mut lag = 0u64;
-        for element in committed.elements() {
-            let (low, high) =
-                self.consumer
-                    .fetch_watermarks(topic, element.partition(), self.timeout)?;
-            lag += partition_lag(element.offset(), low, high);
-        }
-        Ok(lag)
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect())
     }
 }
 
@@ -171,12 +196,11 @@ fn partition_lag(committed: Offset, low: i64, high: i64) -> u64 {
 /// each stream's lag in `metrics`.
 pub async fn watch(
     gate: Arc<LagGate>,
-    reader: LagReader,
+    reader: Arc<LagReader>,
     streams: BTreeMap<String, String>,
     metrics: Arc<Metrics>,
     interval: Duration,
 ) {
-    let reader = Arc::new(reader);
     let mut failing = BTreeSet::new();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

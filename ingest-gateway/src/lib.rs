@@ -24,6 +24,7 @@ pub mod produce;
 pub mod service;
 pub mod tls;
 pub mod validate;
+pub mod watermark;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -75,24 +76,26 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let kafka = Arc::new(Kafka::new(&config.kafka).context("cannot create the Kafka producer")?);
     let lag = Arc::new(LagGate::new(&config.backpressure, &config.streams));
-    let lag_watch = if lag.enabled() {
-        let reader = LagReader::new(&config.kafka, &config.backpressure)
-            .context("cannot create the Kafka client that reads the compactor's lag")?;
-        Some(tokio::spawn(lag::watch(
+    // The compactor group's offsets: the lag's source and the watermarks'.
+    let offsets = Arc::new(
+        LagReader::new(&config.kafka, &config.backpressure)
+            .context("cannot create the Kafka client that reads the compactor's offsets")?,
+    );
+    let lag_watch = lag.enabled().then(|| {
+        tokio::spawn(lag::watch(
             lag.clone(),
-            reader,
+            offsets.clone(),
             config.streams.clone(),
             metrics.clone(),
             config.backpressure.check_interval_ms,
-        )))
-    } else {
-        None
-    };
+        ))
+    });
     let ingest = Arc::new(Ingest::new(
         config.clone(),
         kafka.clone(),
         metrics.clone(),
         lag,
+        offsets,
     ));
 
     let grpc_listener = TcpListener::bind(config.listen)

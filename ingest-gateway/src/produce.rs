@@ -2,6 +2,7 @@
 //! gateway lives by — a chunk counts as written only when Kafka's delivery
 //! report says so.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,8 @@ use crate::config::KafkaConfig;
 /// What Kafka said about one chunk.
 #[derive(Debug)]
 pub enum Delivery {
-    /// Acknowledged by all in-sync replicas.
-    Delivered,
+    /// Acknowledged by all in-sync replicas, at (partition, offset).
+    Delivered(i32, i64),
     /// Kafka refused it or it never left the gateway: it is not in the topic.
     NotPersisted(String),
     /// No answer in time: it may or may not be in the topic.
@@ -28,8 +29,8 @@ pub enum Delivery {
 /// The outcome of producing all chunks of one request.
 #[derive(Debug)]
 pub enum RequestDelivery {
-    /// Every chunk was acknowledged.
-    Delivered,
+    /// Every chunk was acknowledged; per partition, the highest offset written.
+    Delivered(BTreeMap<i32, i64>),
     /// At least one chunk was not; the first reason, and whether some chunk
     /// may have been written anyway.
     Incomplete {
@@ -71,7 +72,7 @@ impl Kafka {
                     .payload(payload.payload.as_slice());
                 // `send` waits out a full local queue for at most `timeout`.
                 match producer.send(record, timeout).await {
-                    Ok(_) => Delivery::Delivered,
+                    Ok(done) => Delivery::Delivered(done.partition, done.offset),
                     Err((err, _)) => classify(err),
                 }
             }
@@ -87,15 +88,19 @@ impl Kafka {
                 };
             }
         };
-        let mut result = RequestDelivery::Delivered;
+        let mut written = Vec::with_capacity(outcomes.len());
+        let mut result = RequestDelivery::Delivered(BTreeMap::new());
         for outcome in outcomes {
             let (reason, possibly) = match outcome {
-                Delivery::Delivered => continue,
+                Delivery::Delivered(partition, offset) => {
+                    written.push((partition, offset));
+                    continue;
+                }
                 Delivery::NotPersisted(r) => (r, false),
                 Delivery::PossiblyPersisted(r) => (r, true),
             };
             match &mut result {
-                RequestDelivery::Delivered => {
+                RequestDelivery::Delivered(_) => {
                     result = RequestDelivery::Incomplete {
                         reason,
                         possibly_persisted: possibly,
@@ -106,8 +111,9 @@ impl Kafka {
                 } => *possibly_persisted |= possibly,
             }
         }
-        if !matches!(result, RequestDelivery::Delivered) {
-            self.rebuild_if_fatal(&producer).await;
+        match &mut result {
+            RequestDelivery::Delivered(highest) => *highest = crate::watermark::highest(written),
+            RequestDelivery::Incomplete { .. } => self.rebuild_if_fatal(&producer).await,
         }
         result
     }
@@ -224,7 +230,7 @@ mod tests {
         let kafka = Kafka::new(&config(mock.bootstrap_servers())).expect("producer");
         assert!(matches!(
             kafka.produce_all("t", &[chunk(b"ok")]).await,
-            RequestDelivery::Delivered
+            RequestDelivery::Delivered(_)
         ));
         // Every produce fails with a non-retriable error.
         mock.request_errors(

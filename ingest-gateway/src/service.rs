@@ -2,6 +2,7 @@
 //! (`http.rs`) — one pipeline: decode → validate → route → chunk → produce →
 //! answer. OK is answered only after Kafka acknowledged every chunk.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,16 +11,19 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use tlake_proto::v1::log_ingest_server::LogIngest;
-use tlake_proto::v1::{LogEvent, Resource, SendLogsRequest, SendLogsResponse, Source};
+use tlake_proto::v1::{
+    LogEvent, Position, Resource, SendLogsRequest, SendLogsResponse, Source, WatermarkRequest,
+    WatermarkResponse,
+};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::lag::LagGate;
+use crate::lag::{LagGate, LagReader};
 use crate::metrics::{Metrics, StreamLabels};
 use crate::produce::{Kafka, RequestDelivery};
-use crate::{chunk, otlp, validate};
+use crate::{chunk, otlp, validate, watermark};
 
 /// Metadata key naming the stream of an OTLP Export (OTLP has no field for it).
 pub const STREAM_HEADER: &str = "x-tlake-stream";
@@ -34,7 +38,16 @@ pub struct Ingest {
     kafka: Arc<Kafka>,
     metrics: Arc<Metrics>,
     lag: Arc<LagGate>,
+    offsets: Arc<LagReader>,
     inflight: Semaphore,
+}
+
+/// What an accepted request did: its event count and, per partition, the
+/// highest offset its records were written at.
+#[derive(Debug, Default)]
+struct Accepted {
+    events: u32,
+    written: BTreeMap<i32, i64>,
 }
 
 impl Ingest {
@@ -44,6 +57,7 @@ impl Ingest {
         kafka: Arc<Kafka>,
         metrics: Arc<Metrics>,
         lag: Arc<LagGate>,
+        offsets: Arc<LagReader>,
     ) -> Self {
         let permits = config.limits.max_inflight_bytes.div_ceil(PERMIT_BYTES);
         Self {
@@ -51,18 +65,20 @@ impl Ingest {
             kafka,
             metrics,
             lag,
+            offsets,
             inflight: Semaphore::new(permits),
         }
     }
 
     /// Validates, chunks and produces groups of events for one stream, and
-    /// returns how many were acknowledged — all of them, or an error.
+    /// returns how many were acknowledged — all of them, or an error — and
+    /// where they were written.
     async fn accept(
         &self,
         stream: &str,
         groups: Vec<(Option<Resource>, Vec<LogEvent>)>,
         source: Source,
-    ) -> Result<u32, GatewayError> {
+    ) -> Result<Accepted, GatewayError> {
         let (stream, topic) = validate::route(&self.config.streams, stream)?;
         self.lag.admit(stream, topic).inspect_err(|_| {
             self.metrics
@@ -75,7 +91,7 @@ impl Ingest {
         let limits = &self.config.limits;
         let (count, bytes) = validate::request(&groups, limits)?;
         if count == 0 {
-            return Ok(0);
+            return Ok(Accepted::default());
         }
 
         let permits = u32::try_from(bytes.div_ceil(PERMIT_BYTES)).unwrap_or(u32::MAX);
@@ -113,7 +129,7 @@ impl Ingest {
             .produce_seconds
             .observe(started.elapsed().as_secs_f64());
         match outcome {
-            RequestDelivery::Delivered => {
+            RequestDelivery::Delivered(written) => {
                 let labels = StreamLabels {
                     stream: stream.to_owned(),
                 };
@@ -126,7 +142,10 @@ impl Ingest {
                     .get_or_create(&labels)
                     .inc_by(bytes as u64);
                 self.metrics.kafka_records.inc_by(payloads.len() as u64);
-                Ok(u32::try_from(count).unwrap_or(u32::MAX))
+                Ok(Accepted {
+                    events: u32::try_from(count).unwrap_or(u32::MAX),
+                    written,
+                })
             }
             RequestDelivery::Incomplete {
                 reason,
@@ -151,7 +170,22 @@ impl Ingest {
             .into_iter()
             .map(|g| (g.resource, g.events))
             .collect();
-        self.accept(stream, groups, Source::Otlp).await
+        self.accept(stream, groups, Source::Otlp)
+            .await
+            .map(|accepted| accepted.events)
+    }
+
+    /// The stream's committed watermark, after waiting (at most `timeout`)
+    /// for `wait_for`: SendLogs' Watermark RPC and OTLP/HTTP's
+    /// `GET /v1/watermark`.
+    pub(crate) async fn watermark(
+        &self,
+        stream: &str,
+        wait_for: &BTreeMap<i32, i64>,
+        timeout: Duration,
+    ) -> Result<watermark::Watermark, GatewayError> {
+        let (stream, topic) = validate::route(&self.config.streams, stream)?;
+        watermark::wait(&self.offsets, stream, topic, wait_for, timeout).await
     }
 }
 
@@ -177,10 +211,36 @@ impl LogIngest for Ingest {
             resource,
             events,
         } = request.into_inner();
-        let accepted_events = self
+        let accepted = self
             .accept(&stream, vec![(resource, events)], Source::SendLogs)
             .await?;
-        Ok(Response::new(SendLogsResponse { accepted_events }))
+        Ok(Response::new(SendLogsResponse {
+            accepted_events: accepted.events,
+            written: positions(&accepted.written),
+        }))
+    }
+
+    async fn watermark(
+        &self,
+        request: Request<WatermarkRequest>,
+    ) -> Result<Response<WatermarkResponse>, Status> {
+        let WatermarkRequest {
+            stream,
+            wait_for,
+            timeout_ms,
+        } = request.into_inner();
+        let wait_for = watermark::highest(wait_for.iter().map(|p| (p.partition, p.offset)));
+        let answer = self
+            .watermark(
+                &stream,
+                &wait_for,
+                Duration::from_millis(u64::from(timeout_ms)),
+            )
+            .await?;
+        Ok(Response::new(WatermarkResponse {
+            committed: positions(&answer.committed),
+            reached: answer.reached,
+        }))
     }
 }
 
@@ -198,6 +258,13 @@ impl LogsService for Ingest {
             partial_success: None,
         }))
     }
+}
+
+fn positions(by_partition: &BTreeMap<i32, i64>) -> Vec<Position> {
+    by_partition
+        .iter()
+        .map(|(&partition, &offset)| Position { partition, offset })
+        .collect()
 }
 
 fn unix_nanos() -> u64 {

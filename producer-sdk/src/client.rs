@@ -15,7 +15,7 @@ use crate::config::ClientBuilder;
 use crate::error::Error;
 use crate::event::Event;
 use crate::queue::{Limits, OverflowPolicy, Queue};
-use crate::send::{Counters, MAX_REQUEST_BYTES, Sender};
+use crate::send::{Counters, MAX_REQUEST_BYTES, Sender, Written};
 
 /// Counters since the client started. Every accepted event ends up in
 /// exactly one of `sent` or `failed`; until then it is `pending`.
@@ -83,6 +83,12 @@ struct Inner {
     shutdown_timeout: Duration,
     /// The SDK's own runtime thread, when it runs one.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Where acknowledged requests were written, and what the Watermark
+    /// call needs to ask about them.
+    written: Arc<Written>,
+    endpoint: Endpoint,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    stream: String,
 }
 
 impl Client {
@@ -121,9 +127,14 @@ impl Client {
             None => None,
         };
         let resource = config.resource_attrs()?.build();
+        let written = Arc::new(Written::default());
+        let watermark_endpoint = endpoint.clone();
+        let watermark_authorization = authorization.clone();
+        let stream = config.stream.clone();
         let make_sender = {
             let counters = counters.clone();
             let last_error = last_error.clone();
+            let written = written.clone();
             move || Sender {
                 // Lazy: the first request connects, and a lost connection is
                 // remade on the next one.
@@ -139,6 +150,7 @@ impl Client {
                 counters,
                 last_error,
                 on_failure: config.on_failure,
+                written,
             }
         };
         let runtime = config.runtime.clone().or_else(|| {
@@ -185,6 +197,10 @@ impl Client {
                 overflow: config.overflow,
                 shutdown_timeout: config.shutdown_timeout,
                 thread: Mutex::new(thread),
+                written,
+                endpoint: watermark_endpoint,
+                authorization: watermark_authorization,
+                stream,
             }),
         })
     }
@@ -229,6 +245,54 @@ impl Client {
         // only after it settled every event.
         let _ = done.await;
         self.flush_result(failed_before)
+    }
+
+    /// [`Client::flush`], then waits until everything this client had
+    /// acknowledged is committed to the stream's table — after `Ok`, a query
+    /// that starts now sees every event logged before the call. Asks the
+    /// gateway's Watermark RPC with the positions its answers reported.
+    ///
+    /// Returns [`Error::NotYetQueryable`] when the table does not get there
+    /// within `timeout` (the events are durable in Kafka and will land), or
+    /// the error of the flush or of the Watermark call.
+    pub async fn flush_until_queryable(&self, timeout: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        self.flush().await?;
+        let wait_for = self.inner.written.positions();
+        let channel = self
+            .inner
+            .endpoint
+            .connect()
+            .await
+            .map_err(|e| Error::from_status(&tonic::Status::from_error(e.into())))?;
+        let mut client = tlake_proto::v1::log_ingest_client::LogIngestClient::new(channel);
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            let mut request = tonic::Request::new(tlake_proto::v1::WatermarkRequest {
+                stream: self.inner.stream.clone(),
+                wait_for: wait_for.clone(),
+                timeout_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX),
+            });
+            if let Some(token) = &self.inner.authorization {
+                request
+                    .metadata_mut()
+                    .insert("authorization", token.clone());
+            }
+            let answer = client
+                .watermark(request)
+                .await
+                .map_err(|status| Error::from_status(&status))?
+                .into_inner();
+            if answer.reached {
+                return Ok(());
+            }
+            // The gateway caps one call's wait; call again while time is left.
+            if started.elapsed() >= timeout {
+                return Err(Error::NotYetQueryable {
+                    waited: started.elapsed(),
+                });
+            }
+        }
     }
 
     /// [`Client::flush`] for synchronous code. Must not be called from

@@ -105,6 +105,14 @@ pub enum Error {
     /// Whether the last attempt reached Kafka is unknown.
     #[error("shutdown timed out before the events were confirmed")]
     ShutdownTimeout,
+    /// `flush_until_queryable()` delivered everything, but the stream's
+    /// table did not commit it within the timeout (the compactor is slow
+    /// or stopped). The events are safe in Kafka and will land.
+    #[error("delivered, but not committed to the table within {waited:?}")]
+    NotYetQueryable {
+        /// How long it waited for the commit.
+        waited: Duration,
+    },
     /// `flush()` finished, but some events it waited for were not delivered.
     #[error("{failed} events were not delivered; last error: {last}")]
     Undelivered {
@@ -124,7 +132,10 @@ impl Error {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            Self::QueueFull { .. } | Self::BlockTimeout { .. } | Self::Unavailable { .. }
+            Self::QueueFull { .. }
+                | Self::BlockTimeout { .. }
+                | Self::Unavailable { .. }
+                | Self::NotYetQueryable { .. }
         )
     }
 

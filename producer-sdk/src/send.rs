@@ -105,6 +105,32 @@ pub(crate) struct Sender {
     pub(crate) counters: Arc<Counters>,
     pub(crate) last_error: Arc<std::sync::Mutex<Option<Error>>>,
     pub(crate) on_failure: Option<FailureHook>,
+    pub(crate) written: Arc<Written>,
+}
+
+/// Per Kafka partition, the highest offset any acknowledged request of this
+/// client was written at (the gateway's `written` answer):
+/// `flush_until_queryable` waits until the table is committed past them.
+#[derive(Debug, Default)]
+pub(crate) struct Written(std::sync::Mutex<std::collections::BTreeMap<i32, i64>>);
+
+impl Written {
+    fn record(&self, positions: &[tlake_proto::v1::Position]) {
+        let mut highest = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for p in positions {
+            let offset = highest.entry(p.partition).or_insert(p.offset);
+            *offset = (*offset).max(p.offset);
+        }
+    }
+
+    /// The positions recorded so far.
+    pub(crate) fn positions(&self) -> Vec<tlake_proto::v1::Position> {
+        let highest = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        highest
+            .iter()
+            .map(|(&partition, &offset)| tlake_proto::v1::Position { partition, offset })
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Sender {
@@ -176,7 +202,10 @@ impl Sender {
                 biased;
                 _ = give_up.wait_for(|g| *g) => return Err(Error::ShutdownTimeout),
                 result = self.send_once(body.clone()) => match result {
-                    Ok(_) => return Ok(()),
+                    Ok(answer) => {
+                        self.written.record(&answer.written);
+                        return Ok(());
+                    }
                     Err(err) => err,
                 },
             };

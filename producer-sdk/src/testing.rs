@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tlake_proto::v1::log_ingest_server::{LogIngest, LogIngestServer};
-use tlake_proto::v1::{LogEvent, SendLogsRequest, SendLogsResponse};
+use tlake_proto::v1::{
+    LogEvent, SendLogsRequest, SendLogsResponse, WatermarkRequest, WatermarkResponse,
+};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -73,7 +75,17 @@ impl LogIngest for Service {
         self.0.accepted.lock().expect("lock").extend(request.events);
         Ok(Response::new(SendLogsResponse {
             accepted_events: u32::try_from(count).unwrap_or(u32::MAX),
+            written: Vec::new(),
         }))
+    }
+
+    async fn watermark(
+        &self,
+        _: Request<WatermarkRequest>,
+    ) -> Result<Response<WatermarkResponse>, Status> {
+        Err(Status::unimplemented(
+            "the fake gateway has no table; watermarks are tested against the real one",
+        ))
     }
 }
 

@@ -1,0 +1,109 @@
+//! Watermarks: how far a stream's table is committed, per Kafka partition,
+//! and waiting until given positions are — what a producer needs to know
+//! that what it sent is queryable.
+//!
+//! A SendLogs OK carries the positions its records were written at
+//! (`written`). The compactor commits each table commit's cut to its
+//! consumer group right after the commit (see `lag.rs`), so a position below
+//! the group's committed offset is in a committed snapshot: a query that
+//! starts after [`wait`] returns `reached` sees it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::GatewayError;
+use crate::lag::LagReader;
+
+/// The longest a single Watermark call waits, whatever the client asks:
+/// a call is a held request, and a client wanting longer calls again.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// How often the group's offsets are read while waiting.
+const POLL: Duration = Duration::from_millis(200);
+
+/// The answer: per partition the first offset not yet in the table, and
+/// whether every position waited for is below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    /// Partition → first offset not yet committed to the table.
+    pub committed: BTreeMap<i32, i64>,
+    /// Every position waited for is committed.
+    pub reached: bool,
+}
+
+/// Reads the committed offsets of `topic` until every `(partition, offset)`
+/// of `wait_for` is below them, or `timeout` (capped at [`MAX_WAIT`]) passes.
+pub async fn wait(
+    reader: &Arc<LagReader>,
+    stream: &str,
+    topic: &str,
+    wait_for: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) -> Result<Watermark, GatewayError> {
+    let deadline = Instant::now() + timeout.min(MAX_WAIT);
+    loop {
+        let reading = reader.clone();
+        let owned = topic.to_owned();
+        let committed = tokio::task::spawn_blocking(move || reading.committed(&owned))
+            .await
+            .map_err(|e| GatewayError::KafkaUnavailable(e.to_string()))?
+            .map_err(|e| {
+                GatewayError::KafkaUnavailable(format!(
+                    "cannot read how far stream {stream:?} is committed: {e}"
+                ))
+            })?;
+        if let Some(partition) = wait_for.keys().find(|p| !committed.contains_key(p)) {
+            return Err(GatewayError::InvalidArgument(format!(
+                "partition {partition} is not a partition of stream {stream:?}'s topic \
+                 (it has {})",
+                committed.len()
+            )));
+        }
+        let reached = reached(&committed, wait_for);
+        if reached || Instant::now() + POLL > deadline {
+            return Ok(Watermark { committed, reached });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Every position is below its partition's first uncommitted offset.
+fn reached(committed: &BTreeMap<i32, i64>, wait_for: &BTreeMap<i32, i64>) -> bool {
+    wait_for
+        .iter()
+        .all(|(partition, offset)| committed.get(partition).is_some_and(|next| offset < next))
+}
+
+/// Positions as a client sends them, several per partition allowed: the
+/// highest per partition is the one to wait for.
+pub fn highest(positions: impl IntoIterator<Item = (i32, i64)>) -> BTreeMap<i32, i64> {
+    let mut out = BTreeMap::new();
+    for (partition, offset) in positions {
+        let highest = out.entry(partition).or_insert(offset);
+        *highest = (*highest).max(offset);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_is_reached_once_committed_past_it() {
+        let committed = BTreeMap::from([(0, 10), (1, 0)]);
+        assert!(reached(&committed, &BTreeMap::from([(0, 9)])));
+        assert!(!reached(&committed, &BTreeMap::from([(0, 10)])));
+        assert!(!reached(&committed, &BTreeMap::from([(0, 3), (1, 0)])));
+        assert!(reached(&committed, &BTreeMap::new()), "nothing to wait for");
+    }
+
+    #[test]
+    fn the_highest_position_per_partition_is_waited_for() {
+        assert_eq!(
+            highest([(0, 5), (1, 2), (0, 9), (0, 7)]),
+            BTreeMap::from([(0, 9), (1, 2)])
+        );
+    }
+}
