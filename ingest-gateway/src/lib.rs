@@ -7,8 +7,10 @@
 //! onto telemetry.v1), [`validate`] (rules, limits,
 //! stream → topic), [`lag`] (back-pressure while the stream's table is far
 //! behind), [`chunk`] (Kafka record payloads), [`produce`] (idempotent
-//! producer, delivery reports), [`service`] (the answer). [`error`] is the one
-//! place errors become gRPC statuses.
+//! producer, delivery reports), [`service`] (the answer, with where the
+//! records were written). [`watermark`] answers how far each stream's table
+//! is committed (`LogIngest/Watermark`, `GET /v1/watermark`). [`error`] is the
+//! one place errors become gRPC statuses.
 #![deny(missing_docs)]
 
 pub mod auth;
