@@ -53,8 +53,8 @@ pub fn is_topic_name(topic: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-/// Field tags of the messages the compactor decodes by hand (`compactor/src/wire.rs` and
-/// `decode.rs`), as `telemetry/v1/logs.proto` numbers them.
+/// Field tags of the messages the compactor decodes by hand (`record-reader/src/wire.rs`,
+/// `decode.rs` and `compactor/src/rows.rs`), as `telemetry/v1/logs.proto` numbers them.
 pub mod tags {
     /// `LogBatch`: the Kafka record the gateway writes.
     pub mod log_batch {
