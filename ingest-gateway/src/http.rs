@@ -85,6 +85,17 @@ struct Shared {
     max_request_bytes: usize,
 }
 
+impl Shared {
+    /// The request's bearer token, checked as the gRPC interceptor does.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        self.auth.check(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        )
+    }
+}
+
 /// The OTLP/HTTP routes. `max_request_bytes` bounds the body both as sent
 /// and decompressed (the gRPC listener's `limits.max_request_bytes`).
 pub fn router(
@@ -151,11 +162,7 @@ async fn watermark(
     query: Result<Query<WatermarkQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let result = async {
-        shared.auth.check(
-            headers
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        )?;
+        shared.authorize(&headers)?;
         let Query(query) =
             query.map_err(|e| GatewayError::InvalidArgument(format!("query: {}", e.body_text())))?;
         let wait_for = parse_positions(&query.wait_for)?;
@@ -214,11 +221,7 @@ async fn export(
     encoding: Result<Encoding, GatewayError>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(), GatewayError> {
-    shared.auth.check(
-        headers
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes),
-    )?;
+    shared.authorize(headers)?;
     let encoding = encoding?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
