@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use tlake_catalog_client::{CatalogSettings, S3Settings};
+use tlake_catalog_client::{CatalogSettings, LakeCatalog, S3Settings};
 
 /// Catalog and object-store flags.
 #[derive(Debug, Clone, Args)]
@@ -87,6 +87,19 @@ impl S3Keys {
 }
 
 impl LakeArgs {
+    /// Our catalog client, connected; an unreachable catalog says how to check it.
+    pub async fn connect(&self, keys: &S3Keys) -> Result<LakeCatalog> {
+        LakeCatalog::connect(&self.catalog_settings(keys))
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to the Iceberg catalog {} (warehouse {}); is Nessie up? (local \
+                     stack: deploy/local/stack status)",
+                    self.catalog_uri, self.warehouse
+                )
+            })
+    }
+
     /// Settings for our catalog client (`tlake tables`).
     pub fn catalog_settings(&self, keys: &S3Keys) -> CatalogSettings {
         CatalogSettings {

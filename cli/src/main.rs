@@ -10,7 +10,7 @@ use tlake_cli::doctor;
 use tlake_cli::events::Source;
 use tlake_cli::lake::{LakeArgs, S3Keys};
 use tlake_cli::send::{SendOptions, send};
-use tlake_cli::sql::{Format, SqlOptions};
+use tlake_cli::sql::{Format, FreshOptions, SqlOptions};
 use tlake_cli::tables;
 
 #[derive(Debug, Parser)]
@@ -79,6 +79,17 @@ enum Command {
         /// fills the default).
         #[arg(long, env = "TLAKE_DUCKDB_EXTENSIONS", default_value_os_t = tlake_cli::sql::session::default_extension_dir())]
         extension_dir: PathBuf,
+        /// Fresh views: a stream's bare name (and `fresh."<stream>"`) means its committed rows
+        /// plus the records in Kafka past the committed offsets, without duplicates, so an
+        /// event is visible as soon as the gateway acknowledged it. Re-read before each query.
+        #[arg(long)]
+        fresh: bool,
+        /// Kafka bootstrap servers the --fresh tail is read from.
+        #[arg(long, env = "TLAKE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        kafka_brokers: String,
+        /// Longest a --fresh query waits for the Kafka tail, in seconds.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        fresh_timeout: u64,
     },
     /// List the lake's tables: rows, files, bytes, newest event time, and the committed
     /// watermark (the Kafka offsets the table holds everything before).
@@ -221,6 +232,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             output,
             extension_dir,
+            fresh,
+            kafka_brokers,
+            fresh_timeout,
         } => {
             let options = SqlOptions {
                 lake,
@@ -229,6 +243,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 file,
                 format,
                 output,
+                fresh: fresh.then(|| FreshOptions {
+                    kafka_brokers,
+                    timeout: Duration::from_secs(fresh_timeout),
+                }),
             };
             // DuckDB's API is blocking (and the prompt waits on the terminal).
             tokio::task::spawn_blocking(move || tlake_cli::sql::run(&options)).await??;

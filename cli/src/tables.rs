@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tlake_catalog_client::iceberg::table::Table;
-use tlake_catalog_client::{LakeCatalog, Offsets, progress_of};
+use tlake_catalog_client::{Offsets, progress_of};
 
 use crate::lake::{LakeArgs, S3Keys};
 
@@ -34,14 +34,7 @@ pub struct TableInfo {
 
 /// Every table of the namespace, by name.
 pub async fn list(lake: &LakeArgs, keys: &S3Keys) -> Result<Vec<TableInfo>> {
-    let settings = lake.catalog_settings(keys);
-    let catalog = LakeCatalog::connect(&settings).await.with_context(|| {
-        format!(
-            "connecting to the Iceberg catalog {} (warehouse {}); is Nessie up? (local stack: \
-             deploy/local/stack status)",
-            lake.catalog_uri, lake.warehouse
-        )
-    })?;
+    let catalog = lake.connect(keys).await?;
     let mut names = catalog.list_tables().await.context("listing tables")?;
     names.sort();
     let mut infos = Vec::with_capacity(names.len());

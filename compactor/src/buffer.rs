@@ -28,8 +28,8 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use duckdb::Connection;
 use tlake_record_reader::decode::{EventKey, RecordInfo, Scanned};
 
-use crate::rows::Rows;
 use crate::write::{Part, WriteError};
+use tlake_record_reader::rows::Rows;
 
 /// Failure inside DuckDB or Arrow (a bug or out of memory; not retryable).
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,8 @@
 //! authority on what it cannot tell) → [`buffer`] (per table, dropping copies on
 //! arrival against an event-id window; [`tables`] checks and seeds them;
 //! [`dead_letters`] keeps what cannot be mapped) → [`flush`] (when, and at
-//! which cut; DuckDB sorts the buffered keys, [`rows`] builds the Arrow) →
+//! which cut; DuckDB sorts the buffered keys, `tlake_record_reader::rows` builds
+//! the Arrow) →
 //! [`commit`] ([`write`]s Parquet through iceberg-rust and commits through
 //! `tlake-catalog-client` with the Kafka offsets it covers). [`lake`] is the
 //! loop's handle on the catalog and its one retry policy. [`maintain`] is the
@@ -25,7 +26,6 @@ pub mod maintain;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
-pub mod rows;
 pub mod tables;
 pub mod write;
 

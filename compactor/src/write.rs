@@ -116,12 +116,12 @@ pub fn conform(
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
     for field in target.fields() {
         let column = match batch.column_by_name(field.name()) {
-            Some(c) => {
-                crate::rows::fit(c.clone(), field).map_err(|reason| WriteError::Convert {
+            Some(c) => tlake_record_reader::rows::fit(c.clone(), field).map_err(|reason| {
+                WriteError::Convert {
                     column: field.name().clone(),
                     reason,
-                })?
-            }
+                }
+            })?,
             None => new_null_array(field.data_type(), batch.num_rows()),
         };
         columns.push(column);

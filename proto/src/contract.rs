@@ -54,7 +54,7 @@ pub fn is_topic_name(topic: &str) -> bool {
 }
 
 /// Field tags of the messages the compactor decodes by hand (`record-reader/src/wire.rs`,
-/// `decode.rs` and `compactor/src/rows.rs`), as `telemetry/v1/logs.proto` numbers them.
+/// `decode.rs` and `rows.rs`), as `telemetry/v1/logs.proto` numbers them.
 pub mod tags {
     /// `LogBatch`: the Kafka record the gateway writes.
     pub mod log_batch {

@@ -1,9 +1,11 @@
 //! `tlake sql`: DuckDB in process, the lake's catalog attached, a query from
 //! the command line, a file, standard input or an interactive prompt.
 
+pub mod fresh;
 pub mod output;
 pub mod prompt;
 pub mod session;
+pub mod tail;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -29,6 +31,17 @@ pub struct SqlOptions {
     pub format: Format,
     /// Write the result here instead of standard output (Parquet needs it).
     pub output: Option<PathBuf>,
+    /// With `--fresh`: where the Kafka tail is read from.
+    pub fresh: Option<FreshOptions>,
+}
+
+/// Where `--fresh` reads the Kafka tail from.
+#[derive(Debug, Clone)]
+pub struct FreshOptions {
+    /// Bootstrap servers.
+    pub kafka_brokers: String,
+    /// Longest a query waits for the tail (and a metadata or end-offset request).
+    pub timeout: std::time::Duration,
 }
 
 /// Runs `tlake sql`.
@@ -54,7 +67,13 @@ pub fn run(options: &SqlOptions) -> Result<()> {
         }
     }
     let keys = S3Keys::from_env()?;
-    let session = Session::attach(&options.extension_dir, &options.lake, &keys)?;
+    let mut session = Session::attach(&options.extension_dir, &options.lake, &keys)?;
+    if let Some(fresh) = &options.fresh {
+        // Called on a blocking thread of the runtime: its handle runs the catalog client.
+        let runtime = tokio::runtime::Handle::current();
+        let catalog = runtime.block_on(options.lake.connect(&keys))?;
+        session = session.with_fresh(&options.lake, catalog, runtime, fresh)?;
+    }
     let Some(sql) = script else {
         return prompt::run(&session, options.format);
     };

@@ -4,12 +4,14 @@
 //! namespace as the current schema, so `SELECT … FROM "default"` works as
 //! well as the fully qualified `telemetrylake.logs."default"`.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::{Config, Connection};
 
+use super::fresh::{self, Fresh};
 use crate::lake::{LakeArgs, S3Keys};
 
 /// Extensions a lake session loads, in load order (iceberg needs avro and httpfs).
@@ -33,6 +35,8 @@ pub fn default_extension_dir() -> PathBuf {
 /// A DuckDB connection with the lake attached.
 pub struct Session {
     conn: Connection,
+    /// With `--fresh`: the views refreshed before each query.
+    fresh: Option<RefCell<Fresh>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -52,7 +56,7 @@ impl Session {
             .and_then(|c| c.with("extension_directory", extension_dir.to_string_lossy()))
             .map_err(one_line)?;
         let conn = Connection::open_in_memory_with_flags(config).map_err(one_line)?;
-        let session = Self { conn };
+        let session = Self { conn, fresh: None };
         let (version, platform) = session.version_and_platform()?;
         for name in EXTENSIONS {
             let file = extension_dir
@@ -135,11 +139,39 @@ impl Session {
         Ok(session)
     }
 
+    /// The fresh views ([`super::fresh`]) first on the search path, so a
+    /// stream's bare name means its committed rows plus the Kafka tail; the
+    /// committed table stays `<warehouse>.<namespace>."<stream>"`.
+    pub fn with_fresh(
+        mut self,
+        lake: &LakeArgs,
+        catalog: tlake_catalog_client::LakeCatalog,
+        runtime: tokio::runtime::Handle,
+        options: &super::FreshOptions,
+    ) -> Result<Self> {
+        let fresh = Fresh::new(&self.conn, catalog, runtime, options)?;
+        let path = format!(
+            "{}.main,{}.{}",
+            identifier(fresh::DATABASE),
+            identifier(&lake.warehouse),
+            identifier(&lake.namespace)
+        );
+        self.conn
+            .execute_batch(&format!("SET search_path = {}", literal(&path)))
+            .map_err(one_line)?;
+        self.fresh = Some(RefCell::new(fresh));
+        Ok(self)
+    }
+
     /// Runs `sql` (one statement or a script; a script's statements run in
-    /// order) and returns the last statement's result.
+    /// order) and returns the last statement's result. With fresh views, they
+    /// are brought up to date first.
     pub fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         if sql.trim().trim_end_matches(';').trim().is_empty() {
             bail!("no SQL given");
+        }
+        if let Some(fresh) = &self.fresh {
+            fresh.borrow_mut().refresh(&self.conn, sql)?;
         }
         let mut statement = self.conn.prepare(sql).map_err(one_line)?;
         let arrow = statement.query_arrow([]).map_err(one_line)?;
@@ -165,7 +197,7 @@ impl Session {
 
 /// DuckDB's message on one line: its errors carry the statement and a caret
 /// on following lines, which a one-line error report drops.
-fn one_line(err: duckdb::Error) -> anyhow::Error {
+pub(super) fn one_line(err: duckdb::Error) -> anyhow::Error {
     let text = err.to_string();
     anyhow!("{}", text.lines().next().unwrap_or("DuckDB error").trim())
 }
@@ -187,12 +219,12 @@ fn endpoint_host(endpoint: &str) -> Result<(&str, bool)> {
 }
 
 /// A SQL string literal.
-fn literal(s: &str) -> String {
+pub(super) fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 /// A quoted SQL identifier.
-fn identifier(s: &str) -> String {
+pub(super) fn identifier(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 

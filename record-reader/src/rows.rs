@@ -2,7 +2,7 @@
 //! in the table's own layout (its Arrow schema's names, types and field
 //! ids), built once with no per-value allocation on the common path.
 //!
-//! Every byte reaching here was validated by [`tlake_record_reader::decode::scan`], so an
+//! Every byte reaching here was validated by [`crate::decode::scan`], so an
 //! error is a bug, reported and never a panic.
 
 use std::borrow::Cow;
@@ -23,8 +23,8 @@ use arrow_schema::{DataType, Field, FieldRef, Fields, SchemaRef, TimeUnit};
 
 use tlake_proto::contract::tags;
 
-use tlake_record_reader::decode::{RecordInfo, any_text, nanos_to_micros};
-use tlake_record_reader::wire::{self, Any, Reader, Wire};
+use crate::decode::{RecordInfo, any_text, nanos_to_micros};
+use crate::wire::{self, Any, Reader, Wire};
 
 /// A string column under construction: values appended as bytes, checked
 /// as UTF-8 once for the whole column when it is finished (the events were
@@ -452,7 +452,7 @@ fn has_repeated_keys(kvs: &[(&[u8], Text<'_>)]) -> bool {
     }
 }
 
-/// A record scanned by `tlake_record_reader` and materialized here, the way a
+/// A record scanned by [`crate::decode`] and materialized here, the way a
 /// flush does it: the reader's rules and the rows' layout tested together.
 #[cfg(test)]
 mod tests {
@@ -465,10 +465,10 @@ mod tests {
     use tlake_catalog_client::iceberg::arrow::schema_to_arrow_schema;
     use tlake_proto::v1::{ArrayValue, KeyValue, KeyValueList, LogEvent, Resource};
 
+    use crate::decode::{Origin, render, scan};
     use prost::Message as _;
     use tlake_proto::contract::DEFAULT_STREAM;
     use tlake_proto::v1::{AnyValue, LogBatch, any_value};
-    use tlake_record_reader::decode::{Origin, render, scan};
 
     use super::*;
 
