@@ -201,7 +201,7 @@ async fn send(channel: Channel, body: Bytes) -> Result<(), Status> {
 }
 
 /// User + system CPU seconds of a process so far.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| anyhow::anyhow!("cannot read /proc/{pid}/stat: {e}"))?;
     // Fields after the parenthesised command name; utime and stime are 14 and 15.

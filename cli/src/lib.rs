@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod doctor;
 pub mod events;
+pub mod freshness;
 pub mod lake;
 pub mod send;
 pub mod sql;

@@ -152,6 +152,43 @@ enum BenchTarget {
         #[arg(long)]
         lines: Option<PathBuf>,
     },
+    /// How soon an acknowledged event is visible through `tlake sql --fresh` at an offered
+    /// rate (a compactor must be compacting the stream), and a fresh query's cost over a
+    /// committed-only one.
+    Fresh {
+        /// Gateway URL.
+        #[arg(long, default_value = "http://127.0.0.1:4317")]
+        gateway: String,
+        /// Stream to send to.
+        #[arg(long, default_value = "default")]
+        stream: String,
+        /// Offered events per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Events per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Seconds to send.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Use lines of these log files as event bodies.
+        #[arg(long)]
+        lines: Option<PathBuf>,
+        /// After the run, this many committed-only and fresh scans of the table, alternating.
+        #[arg(long, default_value_t = 0)]
+        compare: usize,
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// DuckDB extension directory with avro, httpfs and iceberg.
+        #[arg(long, env = "TLAKE_DUCKDB_EXTENSIONS", default_value_os_t = tlake_cli::sql::session::default_extension_dir())]
+        extension_dir: PathBuf,
+        /// Kafka bootstrap servers the tail is read from.
+        #[arg(long, env = "TLAKE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        kafka_brokers: String,
+    },
 }
 
 fn source(lines: Option<PathBuf>) -> anyhow::Result<Source> {
@@ -284,6 +321,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for run in tlake_cli::bench::gateway(&bench).await? {
                 println!("{run}");
             }
+        }
+        Command::Bench {
+            target:
+                BenchTarget::Fresh {
+                    gateway,
+                    stream,
+                    rate,
+                    batch,
+                    concurrency,
+                    seconds,
+                    lines,
+                    compare,
+                    lake,
+                    extension_dir,
+                    kafka_brokers,
+                },
+        } => {
+            tlake_cli::freshness::run(&tlake_cli::freshness::FreshBench {
+                gateway,
+                stream,
+                rate,
+                batch,
+                concurrency,
+                duration: Duration::from_secs(seconds),
+                source: source(lines)?,
+                lake,
+                extension_dir,
+                fresh: FreshOptions {
+                    kafka_brokers,
+                    timeout: Duration::from_secs(30),
+                },
+                compare,
+            })
+            .await?;
         }
         Command::Doctor {
             namespace,

@@ -211,7 +211,7 @@ fn parse_positions(text: &str) -> Result<std::collections::BTreeMap<i32, i64>, G
                 })
         })
         .collect::<Result<Vec<(i32, i64)>, _>>()?;
-    Ok(crate::watermark::highest(positions))
+    Ok(tlake_proto::positions::highest(positions))
 }
 
 /// Auth first (as the gRPC interceptor does), then the body, then the pipeline.

@@ -112,7 +112,9 @@ impl Kafka {
             }
         }
         match &mut result {
-            RequestDelivery::Delivered(highest) => *highest = crate::watermark::highest(written),
+            RequestDelivery::Delivered(highest) => {
+                *highest = tlake_proto::positions::highest(written)
+            }
             RequestDelivery::Incomplete { .. } => self.rebuild_if_fatal(&producer).await,
         }
         result

@@ -229,7 +229,8 @@ impl LogIngest for Ingest {
             wait_for,
             timeout_ms,
         } = request.into_inner();
-        let wait_for = watermark::highest(wait_for.iter().map(|p| (p.partition, p.offset)));
+        let wait_for =
+            tlake_proto::positions::highest(wait_for.iter().map(|p| (p.partition, p.offset)));
         let answer = self
             .watermark(
                 &stream,

@@ -75,17 +75,6 @@ fn reached(committed: &BTreeMap<i32, i64>, wait_for: &BTreeMap<i32, i64>) -> boo
         .all(|(partition, offset)| committed.get(partition).is_some_and(|next| offset < next))
 }
 
-/// Positions as a client sends them, several per partition allowed: the
-/// highest per partition is the one to wait for.
-pub fn highest(positions: impl IntoIterator<Item = (i32, i64)>) -> BTreeMap<i32, i64> {
-    let mut out = BTreeMap::new();
-    for (partition, offset) in positions {
-        let highest = out.entry(partition).or_insert(offset);
-        *highest = (*highest).max(offset);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,13 +86,5 @@ mod tests {
         assert!(!reached(&committed, &BTreeMap::from([(0, 10)])));
         assert!(!reached(&committed, &BTreeMap::from([(0, 3), (1, 0)])));
         assert!(reached(&committed, &BTreeMap::new()), "nothing to wait for");
-    }
-
-    #[test]
-    fn the_highest_position_per_partition_is_waited_for() {
-        assert_eq!(
-            highest([(0, 5), (1, 2), (0, 9), (0, 7)]),
-            BTreeMap::from([(0, 9), (1, 2)])
-        );
     }
 }

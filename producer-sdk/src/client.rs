@@ -259,6 +259,9 @@ impl Client {
         let started = Instant::now();
         self.flush().await?;
         let wait_for = self.inner.written.positions();
+        // A channel per call, not one cached: a channel's worker task lives on the runtime
+        // that made it, and callers may come from any runtime (one that ends, too). One
+        // connection per wait costs little against a wait of seconds.
         let channel = self
             .inner
             .endpoint

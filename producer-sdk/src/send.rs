@@ -117,10 +117,10 @@ pub(crate) struct Written(std::sync::Mutex<std::collections::BTreeMap<i32, i64>>
 impl Written {
     fn record(&self, positions: &[tlake_proto::v1::Position]) {
         let mut highest = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for p in positions {
-            let offset = highest.entry(p.partition).or_insert(p.offset);
-            *offset = (*offset).max(p.offset);
-        }
+        tlake_proto::positions::fold_highest(
+            &mut highest,
+            positions.iter().map(|p| (p.partition, p.offset)),
+        );
     }
 
     /// The positions recorded so far.

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod contract;
+pub mod positions;
 
 /// `telemetry.v1` messages and the `LogIngest` service.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -1,0 +1,367 @@
+//! `tlake bench fresh`: how soon an acknowledged event is visible through
+//! `tlake sql --fresh`, at a fixed offered rate, against a running gateway,
+//! Kafka, compactor and catalog — and what a fresh query costs over a
+//! committed-only one on the same table.
+//!
+//! Visibility is exact, not sampled: every SendLogs OK says where its
+//! records were written (partition → highest offset), and the querier asks
+//! the fresh view `max(kafka_offset)` per partition in a loop. The tail is
+//! read up to the end offsets at each query's start, so a partition's rows
+//! are visible as a prefix: a request is visible at the end of the first
+//! query whose maxima reach its positions. Its latency is that moment minus
+//! its OK.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use hdrhistogram::Histogram;
+use tlake_proto::v1::SendLogsRequest;
+use tlake_proto::v1::log_ingest_client::LogIngestClient;
+use tonic::transport::Channel;
+
+use crate::events::{Source, resource};
+use crate::lake::{LakeArgs, S3Keys};
+use crate::sql::{FreshOptions, Session};
+
+/// The probe query's window of event time: requests not visible within it count as never seen.
+const PROBE_WINDOW_S: u64 = 20;
+
+/// Benchmark settings.
+#[derive(Debug)]
+pub struct FreshBench {
+    /// Gateway URL.
+    pub gateway: String,
+    /// Stream to send to (its table must be compacted by a running compactor).
+    pub stream: String,
+    /// Offered events per second.
+    pub rate: u64,
+    /// Events per request.
+    pub batch: usize,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// How long to send.
+    pub duration: Duration,
+    /// Event source.
+    pub source: Source,
+    /// Catalog and object store.
+    pub lake: LakeArgs,
+    /// DuckDB extension directory.
+    pub extension_dir: std::path::PathBuf,
+    /// Where the tail is read from.
+    pub fresh: FreshOptions,
+    /// After the run: this many committed-only and fresh queries, alternating.
+    pub compare: usize,
+}
+
+/// One SendLogs OK: when, and the highest offset per partition it wrote.
+#[derive(Debug)]
+struct Ack {
+    at: Instant,
+    written: Vec<(i32, i64)>,
+}
+
+/// One fresh query: when it began and ended, and the highest offset per partition it saw.
+#[derive(Debug)]
+struct Seen {
+    ended: Instant,
+    took: Duration,
+    max_offset: BTreeMap<i32, i64>,
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(bench: &FreshBench) -> Result<()> {
+    if bench.rate == 0 || bench.batch == 0 || bench.concurrency == 0 {
+        bail!("--rate, --batch and --concurrency must be at least 1");
+    }
+    let channel = Channel::from_shared(bench.gateway.clone())?
+        .connect()
+        .await
+        .map_err(|e| anyhow!("cannot connect to the gateway at {}: {e}", bench.gateway))?;
+    let client = LogIngestClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let keys = S3Keys::from_env()?;
+    let table = format!("\"{}\"", bench.stream.replace('"', "\"\""));
+
+    // A fresh view covers tables with a snapshot: one request first, committed.
+    let mut n = 0u64;
+    send(&mut client.clone(), bench, &mut n).await?;
+    wait_for_snapshot(bench, &keys).await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let runtime = tokio::runtime::Handle::current();
+    let querier = {
+        let (stop, seen, table) = (stop.clone(), seen.clone(), table.clone());
+        let (lake, extension_dir, fresh) = (
+            bench.lake.clone(),
+            bench.extension_dir.clone(),
+            bench.fresh.clone(),
+        );
+        let keys = keys.clone();
+        std::thread::spawn(move || -> Result<Session> {
+            let catalog = runtime.block_on(lake.connect(&keys))?;
+            let session = Session::attach(&extension_dir, &lake, &keys)?
+                .with_fresh(&lake, catalog, runtime, &fresh)?;
+            // What someone watching the stream asks: the last seconds. The committed files
+            // older than that are skipped by their event-time bounds, so the probe measures
+            // visibility, not a scan of everything committed so far.
+            let sql = format!(
+                "SELECT kafka_partition, max(kafka_offset) FROM fresh.{table} \
+                 WHERE event_time >= now() - INTERVAL {PROBE_WINDOW_S} SECONDS GROUP BY ALL"
+            );
+            while !stop.load(Ordering::SeqCst) {
+                let began = Instant::now();
+                let batches = session.query(&sql)?;
+                let mut max_offset = BTreeMap::new();
+                for b in &batches {
+                    let (p, o) = (
+                        b.column(0).as_primitive::<Int32Type>(),
+                        b.column(1).as_primitive::<Int64Type>(),
+                    );
+                    for i in 0..b.num_rows() {
+                        max_offset.insert(p.value(i), o.value(i));
+                    }
+                }
+                let ended = Instant::now();
+                seen.lock().expect("seen").push(Seen {
+                    ended,
+                    took: ended - began,
+                    max_offset,
+                });
+            }
+            Ok(session)
+        })
+    };
+
+    // Offered load: one request every batch/rate seconds, at most `concurrency` in flight.
+    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    let every = Duration::from_secs_f64(bench.batch as f64 / bench.rate as f64);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let slots = Arc::new(tokio::sync::Semaphore::new(bench.concurrency));
+    let cpu_before = crate::bench::cpu_seconds(std::process::id())?;
+    let started = Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    let mut late = 0u64;
+    while started.elapsed() < bench.duration {
+        ticks.tick().await;
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // The gateway is behind the offered rate: counted, not queued without bound.
+            late += 1;
+            continue;
+        };
+        let request = request(bench, &mut n);
+        let (mut client, acks) = (client.clone(), acks.clone());
+        requests.spawn(async move {
+            let answer = client.send_logs(request).await;
+            drop(slot);
+            let answer =
+                answer.map_err(|s| anyhow!("SendLogs: {:?}: {}", s.code(), s.message()))?;
+            let at = Instant::now();
+            let written = answer
+                .into_inner()
+                .written
+                .iter()
+                .map(|p| (p.partition, p.offset))
+                .collect();
+            acks.lock().expect("acks").push(Ack { at, written });
+            anyhow::Ok(())
+        });
+    }
+    let mut failed = 0u64;
+    while let Some(done) = requests.join_next().await {
+        if done.map_err(anyhow::Error::from).and_then(|r| r).is_err() {
+            failed += 1;
+        }
+    }
+    let sent_for = started.elapsed();
+    // Until the querier saw the last OK (or 60 s).
+    let last = acks.lock().expect("acks").iter().map(|a| a.at).max();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < give_up
+        && !last.is_some_and(|l| {
+            seen.lock()
+                .expect("seen")
+                .iter()
+                .any(|s| s.ended > l + Duration::from_secs(1))
+        })
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let session = tokio::task::spawn_blocking(move || querier.join())
+        .await?
+        .map_err(|_| anyhow!("the querier panicked"))??;
+    let cpu = crate::bench::cpu_seconds(std::process::id())? - cpu_before;
+
+    let acks = std::mem::take(&mut *acks.lock().expect("acks"));
+    let seen = std::mem::take(&mut *seen.lock().expect("seen"));
+    let (visible, never) = visibility(&acks, &seen)?;
+    let mut took = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for s in &seen {
+        took.record(s.took.as_micros().max(1) as u64)?;
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let events = acks.len() as f64 * bench.batch as f64;
+    println!(
+        "offered {} events/s in requests of {} for {:.1} s: acknowledged {:.0} events/s ({} requests; \
+         {failed} failed, {late} not sent because {} were in flight)",
+        bench.rate,
+        bench.batch,
+        sent_for.as_secs_f64(),
+        events / sent_for.as_secs_f64(),
+        acks.len(),
+        bench.concurrency,
+    );
+    println!(
+        "OK -> visible in --fresh, ms: p50 {:.0}  p90 {:.0}  p99 {:.0}  max {:.0}  ({} requests never seen)",
+        ms(&visible, 0.5),
+        ms(&visible, 0.9),
+        ms(&visible, 0.99),
+        visible.max() as f64 / 1000.0,
+        never
+    );
+    println!(
+        "fresh queries: {}  took ms p50 {:.0}  p99 {:.0}; this process: {:.2} cores, peak RSS {} MiB",
+        seen.len(),
+        ms(&took, 0.5),
+        ms(&took, 0.99),
+        cpu / started.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
+    if bench.compare > 0 {
+        let compare = bench.compare;
+        let (lake, table) = (bench.lake.clone(), table.clone());
+        tokio::task::spawn_blocking(move || overhead(&session, &lake, &table, compare)).await??;
+    }
+    Ok(())
+}
+
+/// One request's events, each with a new id.
+fn request(bench: &FreshBench, n: &mut u64) -> SendLogsRequest {
+    SendLogsRequest {
+        stream: bench.stream.clone(),
+        resource: Some(resource("bench-fresh")),
+        events: (0..bench.batch)
+            .map(|_| {
+                *n += 1;
+                bench.source.event(*n)
+            })
+            .collect(),
+    }
+}
+
+async fn send(
+    client: &mut LogIngestClient<Channel>,
+    bench: &FreshBench,
+    n: &mut u64,
+) -> Result<()> {
+    client
+        .send_logs(request(bench, n))
+        .await
+        .map_err(|s| anyhow!("SendLogs: {:?}: {}", s.code(), s.message()))?;
+    Ok(())
+}
+
+async fn wait_for_snapshot(bench: &FreshBench, keys: &S3Keys) -> Result<()> {
+    let catalog = bench.lake.connect(keys).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(table) = catalog.load_table(&bench.stream).await
+            && table.metadata().current_snapshot().is_some()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "table {} has no snapshot after 120 s: is a compactor reading the stream's topic?",
+                bench.stream
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Per acknowledged request, the time from its OK to the end of the first
+/// query that saw its positions (in µs); and how many no query saw.
+fn visibility(acks: &[Ack], seen: &[Seen]) -> Result<(Histogram<u64>, usize)> {
+    let mut visible = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut never = 0;
+    for ack in acks {
+        let first = seen.iter().find(|s| {
+            s.ended >= ack.at
+                && ack
+                    .written
+                    .iter()
+                    .all(|(p, o)| s.max_offset.get(p).is_some_and(|m| m >= o))
+        });
+        match first {
+            Some(s) => visible.record((s.ended - ack.at).as_micros().max(1) as u64)?,
+            None => never += 1,
+        }
+    }
+    Ok((visible, never))
+}
+
+/// The same scan of the stream's table, committed-only and fresh, `pairs`
+/// times each, alternating (the box is noisy: side by side, medians).
+fn overhead(session: &Session, lake: &LakeArgs, table: &str, pairs: usize) -> Result<()> {
+    let scan = |from: &str| {
+        format!("SELECT count(*), count(DISTINCT service), max(event_time) FROM {from}")
+    };
+    let committed = scan(&format!(
+        "\"{}\".\"{}\".{table}",
+        lake.warehouse, lake.namespace
+    ));
+    let fresh = scan(&format!("fresh.{table}"));
+    let rows = |sql: &str| -> Result<(i64, Duration)> {
+        let began = Instant::now();
+        let batches = session.query(sql)?;
+        let took = began.elapsed();
+        let count = batches
+            .first()
+            .map(|b| b.column(0).as_primitive::<Int64Type>().value(0))
+            .context("a count")?;
+        Ok((count, took))
+    };
+    let (mut c_took, mut f_took) = (Vec::new(), Vec::new());
+    let (mut c_rows, mut f_rows) = (0, 0);
+    for _ in 0..pairs {
+        let (r, t) = rows(&committed)?;
+        (c_rows, c_took) = (r, [c_took, vec![t]].concat());
+        let (r, t) = rows(&fresh)?;
+        (f_rows, f_took) = (r, [f_took, vec![t]].concat());
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (c, f) = (median(&mut c_took), median(&mut f_took));
+    println!(
+        "overhead, {pairs} pairs of `{}`: committed-only {c_rows} rows in {:.0} ms, fresh {f_rows} rows \
+         in {:.0} ms (medians): fresh/committed = {:.2}",
+        scan("<table>"),
+        c.as_secs_f64() * 1000.0,
+        f.as_secs_f64() * 1000.0,
+        f.as_secs_f64() / c.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// This process's peak resident set, MiB (Linux `VmHWM`).
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
