@@ -51,6 +51,19 @@ async fn a_stopped_compactor_holds_producers_back_and_every_event_lands_once_it_
     );
     let lag = format!("tlake_gateway_lag_records{{stream=\"{}\"}}", flow.stream);
 
+    // The gate admits everything while the lag cannot be read (-1), e.g. while
+    // a new broker's group coordinator loads: the bound below holds from the
+    // first check that reads it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sample(&flow.gateway.metrics_text(), &lag).is_none_or(|records| records < 0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway could not read the compactor group's lag within 30 s:\n{}",
+            flow.gateway.metrics_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The compactor is not running: nothing commits the group's offsets.
     let endpoint = format!("http://{}", flow.gateway.grpc);
     let sending = Command::new(binary("tlake"))
