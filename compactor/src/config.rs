@@ -111,6 +111,62 @@ pub struct MaintenanceConfig {
     pub orphan_grace_ms: u64,
     /// Data manifests of the current snapshot are merged when there are more than this.
     pub max_manifests: usize,
+    /// How long each stream keeps its events.
+    pub retention: RetentionConfig,
+}
+
+/// Retention in whole days: `maintain` drops a stream's `day` partitions once
+/// the whole day is older than its bound, so an event is kept at least that
+/// many days and at most one more. Unset keeps every event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days every stream keeps, unless `streams` names it. Unset: forever.
+    pub default_days: Option<i64>,
+    /// Per-stream bounds in days (stream name → days), over the default.
+    pub streams: std::collections::BTreeMap<String, i64>,
+}
+
+/// The longest retention accepted (a sanity bound: 100 years).
+const MAX_RETENTION_DAYS: i64 = 36_500;
+
+impl RetentionConfig {
+    /// The bound for table `stream`, if it has one.
+    pub fn days_for(&self, stream: &str) -> Option<i64> {
+        self.streams.get(stream).copied().or(self.default_days)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let check = |key: &'static str, what: String, days: i64| {
+            if (1..=MAX_RETENTION_DAYS).contains(&days) {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "{what}{days} days is not a retention: must be between 1 and \
+                         {MAX_RETENTION_DAYS} (leave it unset to keep every event)"
+                    ),
+                ))
+            }
+        };
+        if let Some(days) = self.default_days {
+            check("maintenance.retention.default_days", String::new(), days)?;
+        }
+        for (stream, &days) in &self.streams {
+            if !tlake_proto::contract::is_stream_name(stream) {
+                return Err(ConfigError::invalid(
+                    "maintenance.retention.streams",
+                    format!(
+                        "{stream:?} is not a stream name (lower-case letters, digits and '_', \
+                         starting with a letter)"
+                    ),
+                ));
+            }
+            check("maintenance.retention.streams", format!("{stream}: "), days)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -137,6 +193,7 @@ impl Default for MaintenanceConfig {
             keep_snapshots: 10,
             orphan_grace_ms: 3_600_000,
             max_manifests: 100,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -326,7 +383,7 @@ impl MaintenanceConfig {
         if self.max_manifests < 2 {
             return invalid("maintenance.max_manifests", "must be at least 2");
         }
-        Ok(())
+        self.retention.validate()
     }
 }
 
@@ -471,6 +528,66 @@ mod tests {
         assert_eq!(c.maintenance.keep_snapshots, 10);
         let err = load_toml("[maintenance]\ngrace_ms = 1\n").expect_err("typo must fail");
         assert!(err.to_string().contains("grace_ms"), "{err}");
+    }
+
+    #[test]
+    fn retention_is_a_default_with_per_stream_overrides_and_refuses_non_positive_days() {
+        let c = load_toml(
+            "[maintenance.retention]\ndefault_days = 30\n\
+             [maintenance.retention.streams]\naudit = 365\ndebug = 1\n",
+        )
+        .expect("valid");
+        let r = &c.maintenance.retention;
+        assert_eq!(r.days_for("audit"), Some(365));
+        assert_eq!(r.days_for("debug"), Some(1));
+        assert_eq!(r.days_for("app"), Some(30));
+        assert_eq!(
+            Config::default().maintenance.retention.days_for("app"),
+            None
+        );
+
+        for (toml, key, says) in [
+            (
+                "default_days = 0",
+                "maintenance.retention.default_days",
+                "0 days",
+            ),
+            (
+                "default_days = -3",
+                "maintenance.retention.default_days",
+                "-3 days",
+            ),
+            (
+                "default_days = 40000",
+                "maintenance.retention.default_days",
+                "40000 days",
+            ),
+            (
+                "streams = { app = 0 }",
+                "maintenance.retention.streams",
+                "app: 0 days",
+            ),
+            (
+                "streams = { app = -1 }",
+                "maintenance.retention.streams",
+                "app: -1 days",
+            ),
+            (
+                "streams = { App = 7 }",
+                "maintenance.retention.streams",
+                "\"App\"",
+            ),
+        ] {
+            match load_toml(&format!("[maintenance.retention]\n{toml}\n")) {
+                Err(ConfigError::Invalid { key: k, reason }) => {
+                    assert_eq!(k, key, "{toml}");
+                    assert!(reason.contains(says), "{toml}: {reason}");
+                }
+                other => panic!("{toml}: expected Invalid({key}), got {other:?}"),
+            }
+        }
+        let err = load_toml("[maintenance.retention]\ndays = 3\n").expect_err("typo must fail");
+        assert!(err.to_string().contains("days"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! maintain: table maintenance (ARCHITECTURE §3), run by
 //! `tlake-compactor maintain`, table by table:
 //!
+//! 0. retention — when `maintenance.retention` bounds the stream, its `day`
+//!    partitions older than the bound are dropped by one metadata-only
+//!    `delete` commit (`tlake-catalog-client`), which carries the Kafka
+//!    offsets forward; first, so that nothing about to go is rewritten;
 //! 1. rewrite — the small data files of a partition (below
 //!    `maintenance.small_file_bytes`, partitions with at least `min_files`)
 //!    are read with iceberg-rust's Arrow reader, sorted by (service,
@@ -12,7 +16,7 @@
 //!    written into one manifest by a `replace` snapshot without data change
 //!    (`tlake-catalog-client`), so flush-per-commit manifests (and those the rewrite
 //!    left holding only deleted entries) do not pile up;
-//! 3. expire — snapshots past the retention leave the catalog
+//! 3. expire — snapshots older than `snapshot_max_age_ms` leave the catalog
 //!    (`remove-snapshots`; Nessie lists only the current snapshot, so there
 //!    its history is expired in step 4);
 //! 4. orphans — objects under the table's location that no retained version
@@ -20,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
@@ -31,8 +35,8 @@ use iceberg::spec::{DataFile, Struct};
 use iceberg::table::Table;
 use tlake_catalog_client::LakeCatalog;
 use tlake_catalog_client::maintenance::{
-    ExpireReport, LiveFile, MergeOutcome, OrphanPolicy, OrphanReport, ReplaceOutcome, Retention,
-    live_data_files, manifest_counts,
+    DropPlan, ExpireReport, LiveFile, MergeOutcome, OrphanPolicy, OrphanReport, ReplaceOutcome,
+    Retention, RetentionOutcome, live_data_files, manifest_counts,
 };
 use tlake_catalog_client::read::{FileToRead, read_data_file};
 use tlake_catalog_client::schema::{EVENT_TIME, SERVICE};
@@ -130,6 +134,54 @@ pub struct RewriteReport {
     pub unknown: usize,
 }
 
+/// What the retention step did to one table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// The stream's bound in days (None: it keeps every event).
+    pub days: Option<i64>,
+    /// Whether the table has day partitions to drop at all.
+    pub partitioned: bool,
+    /// What was dropped (dry run: would be; unknown outcome: was tried).
+    pub dropped: DropPlan,
+    /// Delete commits made (0 or 1).
+    pub commits: usize,
+    /// 409s absorbed by the commit.
+    pub conflicts: u32,
+    /// Whether the commit outcome stayed unknown.
+    pub unknown: bool,
+}
+
+impl fmt::Display for RetentionReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(days) = self.days else {
+            return write!(f, "retention: none set, every event is kept");
+        };
+        if !self.partitioned {
+            return write!(
+                f,
+                "retention: {days} day(s), but the table is not partitioned by event time; nothing dropped"
+            );
+        }
+        let d = &self.dropped;
+        let range = match d.day_range() {
+            Some((first, last)) if first == last => format!(" ({first})"),
+            Some((first, last)) => format!(" ({first} .. {last})"),
+            None => String::new(),
+        };
+        write!(
+            f,
+            "retention: {days} day(s): {} day partition(s){range} dropped, files {}, rows {}, bytes {}, commits {}, conflicts retried {}, unknown {}",
+            d.days.len(),
+            d.files.len(),
+            d.rows,
+            d.bytes,
+            self.commits,
+            self.conflicts,
+            u8::from(self.unknown)
+        )
+    }
+}
+
 /// What the manifest merge step did to one table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MergeReport {
@@ -154,6 +206,8 @@ pub struct TableReport {
     pub table: String,
     /// Whether anything was changed.
     pub dry_run: bool,
+    /// Step 0.
+    pub retention: RetentionReport,
     /// Step 1.
     pub rewrite: RewriteReport,
     /// Step 2.
@@ -170,6 +224,7 @@ impl fmt::Display for TableReport {
         let o = &self.orphans;
         let would = if self.dry_run { " (dry run)" } else { "" };
         writeln!(f, "table {}{would}", self.table)?;
+        writeln!(f, "  {}", self.retention)?;
         writeln!(
             f,
             "  rewrite: {} partition group(s), files {} -> {}, bytes {} -> {}, rows {}, commits {}, conflicts retried {}, abandoned {}, unknown {}",
@@ -252,7 +307,7 @@ pub async fn maintain(
     Ok(run)
 }
 
-/// The four steps on one table.
+/// The five steps on one table.
 pub async fn maintain_table(
     catalog: &LakeCatalog,
     settings: &MaintenanceConfig,
@@ -271,19 +326,20 @@ pub async fn maintain_table(
             e => e.into(),
         });
     }
+    let retention = drop_expired_days(catalog, settings, table, dry_run).await?;
     let rewrite = rewrite_small_files(catalog, settings, table, dry_run).await?;
     // After the rewrite, so that its manifests are merged too.
     let merge = merge_manifests(catalog, settings, table, dry_run).await?;
-    let retention = Retention {
+    let versions = Retention {
         max_age: Duration::from_millis(settings.snapshot_max_age_ms),
         keep_last: settings.keep_snapshots,
     };
-    let expire = catalog.expire_snapshots(table, retention, dry_run).await?;
+    let expire = catalog.expire_snapshots(table, versions, dry_run).await?;
     let orphans = catalog
         .remove_orphans(
             table,
             OrphanPolicy {
-                retention,
+                retention: versions,
                 grace: Duration::from_millis(settings.orphan_grace_ms),
                 dry_run,
             },
@@ -292,11 +348,62 @@ pub async fn maintain_table(
     Ok(TableReport {
         table: table.to_owned(),
         dry_run,
+        retention,
         rewrite,
         merge,
         expire,
         orphans,
     })
+}
+
+/// The first day a table bounded to `days` keeps, as days since 1970-01-01
+/// (UTC) at `now`: a day partition goes once all of it is older than `days`.
+pub fn first_kept_day(now: SystemTime, days: i64) -> i32 {
+    let today = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    i32::try_from(i64::try_from(today).unwrap_or(i64::MAX) - days).unwrap_or(i32::MIN)
+}
+
+/// Step 0 on one table: the day partitions past the stream's retention
+/// dropped by one delete commit (dry run: only planned).
+pub async fn drop_expired_days(
+    catalog: &LakeCatalog,
+    settings: &MaintenanceConfig,
+    table: &str,
+    dry_run: bool,
+) -> Result<RetentionReport, MaintainError> {
+    let Some(days) = settings.retention.days_for(table) else {
+        return Ok(RetentionReport::default());
+    };
+    let mut report = RetentionReport {
+        days: Some(days),
+        partitioned: true,
+        ..Default::default()
+    };
+    let loaded = catalog.load_table(table).await?;
+    let before = first_kept_day(SystemTime::now(), days);
+    match catalog.drop_days_before(&loaded, before, dry_run).await? {
+        RetentionOutcome::NotPartitionedByTime => report.partitioned = false,
+        RetentionOutcome::NothingToDrop => {}
+        RetentionOutcome::WouldDrop(plan) => report.dropped = plan,
+        RetentionOutcome::Committed {
+            plan, conflicts, ..
+        } => {
+            report.dropped = plan;
+            report.commits = 1;
+            report.conflicts = conflicts;
+        }
+        RetentionOutcome::Unknown { plan } => {
+            tracing::warn!(
+                table,
+                "retention commit outcome unknown; the next run drops what is still there"
+            );
+            report.dropped = plan;
+            report.unknown = true;
+        }
+    }
+    Ok(report)
 }
 
 /// Step 2 on one table: one merge commit when more than
@@ -609,6 +716,19 @@ mod tests {
             ],
         )
         .expect("batch")
+    }
+
+    #[test]
+    fn a_day_goes_once_all_of_it_is_older_than_the_bound() {
+        // 2026-12-03 23:59:59 UTC is day 20_790 + 86_399 s.
+        let day = 20_790_u64;
+        let late = UNIX_EPOCH + Duration::from_secs(day * 86_400 + 86_399);
+        let early = UNIX_EPOCH + Duration::from_secs(day * 86_400);
+        // One day kept: the previous day's events are at most ~2 days old at
+        // the end of today and at least 1 day old at its start.
+        assert_eq!(first_kept_day(late, 1), 20_789);
+        assert_eq!(first_kept_day(early, 1), 20_789);
+        assert_eq!(first_kept_day(early, 30), 20_760);
     }
 
     #[test]

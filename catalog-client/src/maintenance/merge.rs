@@ -373,6 +373,7 @@ impl LakeCatalog {
                 parent,
                 (snapshot_id, sequence_number),
                 list_path,
+                iceberg::spec::Operation::Replace,
                 replace_summary(
                     &parent.summary().additional_properties,
                     &Counts::default(),

@@ -1,4 +1,4 @@
-//! Table maintenance (ARCHITECTURE §3): the `replace` commit that swaps
+//! Table maintenance (ARCHITECTURE §3): retention, the `replace` commit that swaps
 //! small data files for their rewrite, snapshot expiry, and removal of
 //! objects that no retained table version references.
 //!
@@ -15,15 +15,19 @@
 //! versions and those inside the retention age (with everything they
 //! reference) and deletes the rest once older than a grace period.
 //!
-//! One operation per file: [`rewrite`] (replace commits), [`merge`]
-//! (manifest merge), [`expire`] (snapshot expiry), [`orphans`] (orphan
-//! removal); [`staging`] is what their commits share, [`storage`] and
-//! [`live`] what they read.
+//! Retention drops whole day partitions older than a stream's bound with a
+//! metadata-only `delete` snapshot that carries the same summary forward.
+//!
+//! One operation per file: [`retention`] (delete commits), [`rewrite`]
+//! (replace commits), [`merge`] (manifest merge), [`expire`] (snapshot
+//! expiry), [`orphans`] (orphan removal); [`staging`] is what their commits
+//! share, [`storage`] and [`live`] what they read.
 
 mod expire;
 mod live;
 mod merge;
 mod orphans;
+mod retention;
 mod rewrite;
 mod staging;
 mod storage;
@@ -32,6 +36,7 @@ pub use expire::*;
 pub use live::*;
 pub use merge::*;
 pub use orphans::*;
+pub use retention::*;
 pub use rewrite::*;
 pub(crate) use staging::*;
 pub use storage::*;

@@ -1,14 +1,15 @@
-//! staging: what every maintenance commit shares — the `replace` snapshot and its manifest list
-//! written to storage, the REST commit posted by hand (iceberg-rust 0.10 has no rewrite action),
-//! conflicts and unknown outcomes paced by the retry policy, and the one cleanup of staged files
-//! when a commit certainly did not land.
+//! staging: what every maintenance commit shares — the `replace` or `delete` snapshot, its
+//! manifests and manifest list written to storage, the REST commit posted by hand (iceberg-rust
+//! 0.10 has no rewrite action), conflicts and unknown outcomes paced by the retry policy, and the
+//! one cleanup of staged files when a commit certainly did not land.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    MAIN_BRANCH, ManifestFile, ManifestListWriter, Operation, Snapshot, SnapshotReference,
-    SnapshotRetention, Summary, TableMetadata,
+    DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter,
+    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    TableMetadata,
 };
 use iceberg::table::Table;
 use iceberg::{TableRequirement, TableUpdate};
@@ -31,12 +32,40 @@ pub(crate) enum Post {
     Unknown,
 }
 
-/// A `replace` snapshot on top of `parent` with manifest list `list_path`.
+/// What a staged change does with the live files it removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// A `replace`: the added files hold the same rows (small-file rewrite).
+    Rewrite,
+    /// A `delete`: the rows go and nothing is added (retention).
+    Drop,
+}
+
+impl Removal {
+    fn operation(self) -> Operation {
+        match self {
+            Removal::Rewrite => Operation::Replace,
+            Removal::Drop => Operation::Delete,
+        }
+    }
+
+    /// The `tlake.maintenance` summary value.
+    fn kind(self) -> &'static str {
+        match self {
+            Removal::Rewrite => "rewrite-small-files",
+            Removal::Drop => "retention",
+        }
+    }
+}
+
+/// A maintenance snapshot (`operation`: `replace`, or `delete` for retention)
+/// on top of `parent` with manifest list `list_path`.
 pub(crate) fn replace_snapshot(
     metadata: &TableMetadata,
     parent: &Snapshot,
     (snapshot_id, sequence_number): (i64, i64),
     list_path: String,
+    operation: Operation,
     summary: HashMap<String, String>,
 ) -> Snapshot {
     Snapshot::builder()
@@ -46,7 +75,7 @@ pub(crate) fn replace_snapshot(
         .with_timestamp_ms(now_ms().max(parent.timestamp_ms() + 1))
         .with_manifest_list(list_path)
         .with_summary(Summary {
-            operation: Operation::Replace,
+            operation,
             additional_properties: summary,
         })
         .with_schema_id(metadata.current_schema_id())
@@ -190,6 +219,178 @@ impl LakeCatalog {
                 Ok(Post::Unknown)
             }
         }
+    }
+}
+
+impl LakeCatalog {
+    /// Writes the manifests and manifest list of a snapshot on top of
+    /// `table`'s current one that removes the live files `remove` and adds
+    /// `add` (`removal` says whether the rows move or go). Nothing is
+    /// committed.
+    pub(crate) async fn stage_removal(
+        &self,
+        table: &Table,
+        remove: &HashSet<&str>,
+        add: &[DataFile],
+        removal: Removal,
+        (commit_id, attempt): (Uuid, u32),
+    ) -> Result<Staged> {
+        let metadata = table.metadata();
+        let name = table.identifier().to_string();
+        if metadata.format_version() != FormatVersion::V2 {
+            return Err(Error::Unsafe {
+                table: name,
+                reason: format!(
+                    "maintenance commits are written for format v2; the table is {:?}",
+                    metadata.format_version()
+                ),
+            });
+        }
+        let Some(parent) = metadata.current_snapshot() else {
+            return Err(Error::Unsafe {
+                table: name,
+                reason: "the table has no snapshot to remove files from".into(),
+            });
+        };
+        let file_io = table.file_io();
+        let location = metadata.location().trim_end_matches('/');
+        let schema = metadata.current_schema().clone();
+        let snapshot_id = new_snapshot_id(metadata);
+        let sequence_number = metadata.next_sequence_number();
+        let tag = format!("{commit_id}-{attempt}");
+        // Everything written here is deleted again if staging fails.
+        let mut written = Vec::new();
+        let staged = async {
+            let mut manifests: Vec<ManifestFile> = Vec::new();
+
+            let path = format!("{location}/metadata/{tag}-m0.avro");
+            // Listed before it is written: a write that fails half-way is cleaned up too.
+            written.push(path.clone());
+            let mut writer = ManifestWriterBuilder::new(
+                file_io.new_output(&path)?,
+                Some(snapshot_id),
+                schema.clone(),
+                metadata.default_partition_spec().as_ref().clone(),
+            )
+            .build_v2_data();
+            for file in add {
+                writer.add_file(file.clone(), sequence_number)?;
+            }
+            manifests.push(writer.write_manifest_file().await?);
+
+            let mut counts = Counts::default();
+            for file in add {
+                counts.added_files += 1;
+                counts.added_records += file.record_count();
+                counts.added_bytes += file.file_size_in_bytes();
+            }
+            let list = load_manifest_list(file_io, metadata.format_version(), parent).await?;
+            for (n, manifest) in list.entries().iter().enumerate() {
+                if manifest.content != ManifestContentType::Data {
+                    // The rewrite reads data files without applying deletes, and
+                    // its files would outrank them: deleted rows would return.
+                    // (Nothing here writes delete files: refused for every change.)
+                    return Err(Error::Unsafe {
+                        table: name,
+                        reason: "the table has delete files; rewriting or dropping files could \
+                                 bring deleted rows back"
+                            .into(),
+                    });
+                }
+                let loaded = manifest.load_manifest(file_io).await?;
+                let touched = loaded
+                    .entries()
+                    .iter()
+                    .any(|e| e.is_alive() && remove.contains(e.file_path()));
+                if !touched {
+                    manifests.push(manifest.clone());
+                    continue;
+                }
+                let spec = metadata
+                    .partition_spec_by_id(manifest.partition_spec_id)
+                    .ok_or_else(|| Error::Unsafe {
+                        table: name.clone(),
+                        reason: format!(
+                            "manifest {} uses unknown partition spec {}",
+                            manifest.manifest_path, manifest.partition_spec_id
+                        ),
+                    })?;
+                let path = format!("{location}/metadata/{tag}-m{}.avro", n + 1);
+                written.push(path.clone());
+                let mut writer = ManifestWriterBuilder::new(
+                    file_io.new_output(&path)?,
+                    Some(snapshot_id),
+                    schema.clone(),
+                    spec.as_ref().clone(),
+                )
+                .build_v2_data();
+                // Entries deleted by earlier snapshots are dropped, as Iceberg does
+                // when it rewrites a manifest; live ones are kept (existing) or
+                // marked deleted, with their sequence numbers.
+                for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
+                    let Some(seq) = entry.sequence_number() else {
+                        return Err(Error::Unsafe {
+                            table: name.clone(),
+                            reason: format!("{} has no sequence number", entry.file_path()),
+                        });
+                    };
+                    let file_seq = entry.file_sequence_number.or(Some(seq));
+                    if remove.contains(entry.file_path()) {
+                        counts.deleted_files += 1;
+                        counts.deleted_records += entry.record_count();
+                        counts.deleted_bytes += entry.file_size_in_bytes();
+                        writer.add_delete_file(entry.data_file().clone(), seq, file_seq)?;
+                    } else {
+                        let added_by = entry.snapshot_id().unwrap_or(parent.snapshot_id());
+                        writer.add_existing_file(
+                            entry.data_file().clone(),
+                            added_by,
+                            seq,
+                            file_seq,
+                        )?;
+                    }
+                }
+                manifests.push(writer.write_manifest_file().await?);
+            }
+            if removal == Removal::Rewrite && counts.added_records != counts.deleted_records {
+                return Err(Error::Unsafe {
+                    table: name,
+                    reason: format!(
+                        "the rewrite has {} rows but the files it replaces hold {}",
+                        counts.added_records, counts.deleted_records
+                    ),
+                });
+            }
+
+            let list_path = manifest_list_path(location, snapshot_id, attempt, commit_id);
+            written.push(list_path.clone());
+            write_manifest_list(
+                file_io,
+                &list_path,
+                (snapshot_id, sequence_number),
+                parent,
+                manifests,
+            )
+            .await?;
+
+            let snapshot = replace_snapshot(
+                metadata,
+                parent,
+                (snapshot_id, sequence_number),
+                list_path,
+                removal.operation(),
+                replace_summary(
+                    &parent.summary().additional_properties,
+                    &counts,
+                    commit_id,
+                    removal.kind(),
+                ),
+            );
+            Ok::<_, Error>(snapshot)
+        }
+        .await;
+        let snapshot = discard_staged(file_io, &written, staged).await?;
+        Ok(Staged { snapshot, written })
     }
 }
 
