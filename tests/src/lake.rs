@@ -194,6 +194,27 @@ pub async fn wait_for_rows(
     }
 }
 
+/// The `tlake` CLI with the local stack's catalog, object store, Kafka and
+/// keys in its environment (and no `AWS_*` keys, so it shows it reads its own).
+pub fn tlake_command() -> Command {
+    let mut command = Command::new(crate::process::binary("tlake"));
+    for key in [
+        "TLAKE_CATALOG_URI",
+        "TLAKE_WAREHOUSE",
+        "TLAKE_S3_ENDPOINT",
+        "TLAKE_S3_REGION",
+        "TLAKE_S3_ACCESS_KEY",
+        "TLAKE_S3_SECRET_KEY",
+        "TLAKE_KAFKA_BROKERS",
+    ] {
+        command.env(key, env(key));
+    }
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    command
+}
+
 /// Runs SQL with DuckDB (the seed's `deploy/local/duckdb-sql --csv`) and
 /// returns the CSV rows without the header.
 pub fn duckdb_csv(sql: &str) -> Vec<Vec<String>> {

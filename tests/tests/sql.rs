@@ -12,29 +12,10 @@ use std::time::Duration;
 use tlake_tests::compactor::{Compactor, CompactorOptions};
 use tlake_tests::flow::Flow;
 use tlake_tests::kafka::read_all;
-use tlake_tests::lake::{catalog, env, wait_for_rows};
-use tlake_tests::process::{binary, temp_dir};
+use tlake_tests::lake::{catalog, tlake_command, wait_for_rows};
+use tlake_tests::process::temp_dir;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// `tlake` with the local stack's catalog, object store and keys in its environment.
-fn tlake() -> Command {
-    let mut command = Command::new(binary("tlake"));
-    for key in [
-        "TLAKE_CATALOG_URI",
-        "TLAKE_WAREHOUSE",
-        "TLAKE_S3_ENDPOINT",
-        "TLAKE_S3_REGION",
-        "TLAKE_S3_ACCESS_KEY",
-        "TLAKE_S3_SECRET_KEY",
-    ] {
-        command.env(key, env(key));
-    }
-    command
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY");
-    command
-}
 
 fn run(command: &mut Command) -> Output {
     command.output().expect("run tlake")
@@ -93,7 +74,7 @@ async fn sql_and_tables_see_every_committed_event_once_in_every_format() {
     let table = format!("\"{}\"", flow.stream);
 
     // CSV, the SQL as an argument; the stream namespace is in use, so the bare table name resolves.
-    let csv = stdout(run(tlake().args([
+    let csv = stdout(run(tlake_command().args([
         "sql",
         "--format",
         "csv",
@@ -102,7 +83,7 @@ async fn sql_and_tables_see_every_committed_event_once_in_every_format() {
     assert_eq!(csv, format!("events,ids\n{n},{n}\n"));
 
     // JSON lines: every acknowledged id exactly once.
-    let jsonl = stdout(run(tlake().args([
+    let jsonl = stdout(run(tlake_command().args([
         "sql",
         "--format",
         "jsonl",
@@ -129,7 +110,7 @@ async fn sql_and_tables_see_every_committed_event_once_in_every_format() {
     // --file, the last one's result printed.
     let dir = temp_dir("tlake-sql");
     let parquet = dir.join("events.parquet");
-    let out = run(tlake()
+    let out = run(tlake_command()
         .args(["sql", "--format", "parquet", "--output"])
         .arg(&parquet)
         .arg(format!(
@@ -145,13 +126,13 @@ async fn sql_and_tables_see_every_committed_event_once_in_every_format() {
         ),
     )
     .expect("write script");
-    let csv = stdout(run(tlake()
+    let csv = stdout(run(tlake_command()
         .args(["sql", "--format", "csv", "--file"])
         .arg(&script)));
     assert_eq!(csv, format!("events,ids\n{n},{n}\n"));
 
     // Standard input (not a terminal: no prompt), the default aligned table.
-    let mut child = tlake()
+    let mut child = tlake_command()
         .arg("sql")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -171,7 +152,7 @@ async fn sql_and_tables_see_every_committed_event_once_in_every_format() {
 
     // tlake tables: the row count and the committed watermark, which is the next offset after
     // the last record of each partition (everything sent is committed).
-    let json = stdout(run(tlake().args(["tables", "--output", "json"])));
+    let json = stdout(run(tlake_command().args(["tables", "--output", "json"])));
     let tables: serde_json::Value = serde_json::from_str(&json).expect("tables JSON");
     let entry = tables
         .as_array()
@@ -193,7 +174,7 @@ async fn sql_and_tables_see_every_committed_event_once_in_every_format() {
             .unwrap_or_else(|e| panic!("committed_offsets of {}: {e}: {entry}", flow.topic));
     assert_eq!(committed, next, "{entry}");
 
-    let text = stdout(run(tlake().arg("tables")));
+    let text = stdout(run(tlake_command().arg("tables")));
     let line = text
         .lines()
         .find(|l| l.starts_with(&flow.stream))
@@ -204,16 +185,16 @@ async fn sql_and_tables_see_every_committed_event_once_in_every_format() {
 
 #[test]
 fn bad_sql_and_a_missing_table_are_one_line_errors() {
-    let message = one_line_error(&run(tlake().args(["sql", "SELEC 1"])));
+    let message = one_line_error(&run(tlake_command().args(["sql", "SELEC 1"])));
     assert!(message.contains("syntax error"), "{message}");
 
     let message = one_line_error(&run(
-        tlake().args(["sql", "SELECT count(*) FROM \"no_such_stream_here\""])
+        tlake_command().args(["sql", "SELECT count(*) FROM \"no_such_stream_here\""])
     ));
     assert!(message.contains("no_such_stream_here"), "{message}");
 
     let message = one_line_error(&run(
-        tlake().args(["sql", "--format", "parquet", "SELECT 1"])
+        tlake_command().args(["sql", "--format", "parquet", "SELECT 1"])
     ));
     assert!(message.contains("--output"), "{message}");
 }
@@ -222,12 +203,14 @@ fn bad_sql_and_a_missing_table_are_one_line_errors() {
 fn unreachable_catalog_and_missing_keys_are_one_line_errors() {
     let uri = format!("http://127.0.0.1:{}/iceberg/", closed_port());
     for command in [&["sql", "SELECT 1"][..], &["tables"]] {
-        let message = one_line_error(&run(tlake().args(command).args(["--catalog-uri", &uri])));
+        let message = one_line_error(&run(tlake_command()
+            .args(command)
+            .args(["--catalog-uri", &uri])));
         assert!(message.contains(&uri), "{command:?}: {message}");
     }
 
     for command in [&["sql", "SELECT 1"][..], &["tables"]] {
-        let message = one_line_error(&run(tlake()
+        let message = one_line_error(&run(tlake_command()
             .args(command)
             .env_remove("TLAKE_S3_ACCESS_KEY")
             .env_remove("TLAKE_S3_SECRET_KEY")));
@@ -238,7 +221,7 @@ fn unreachable_catalog_and_missing_keys_are_one_line_errors() {
     }
 
     let empty = temp_dir("tlake-no-extensions");
-    let message = one_line_error(&run(tlake()
+    let message = one_line_error(&run(tlake_command()
         .args(["sql", "--extension-dir"])
         .arg(&empty)
         .arg("SELECT 1")));

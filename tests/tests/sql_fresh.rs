@@ -6,7 +6,7 @@
 //! An unreachable Kafka is a one-line error.
 
 use std::collections::HashSet;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +18,7 @@ use tlake_cli::lake::{LakeArgs, S3Keys};
 use tlake_cli::sql::{FreshOptions, Session};
 use tlake_tests::compactor::{Compactor, CompactorOptions};
 use tlake_tests::flow::Flow;
-use tlake_tests::lake::{catalog, env, wait_for_rows};
-use tlake_tests::process::binary;
+use tlake_tests::lake::{catalog, env, tlake_command, wait_for_rows};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -188,21 +187,9 @@ async fn fresh_counts_every_acknowledged_event_once_under_load_and_across_a_comp
     );
 }
 
-/// `tlake` with the local stack's catalog, object store, Kafka and keys.
+/// `tlake ARGS` against the local stack.
 fn tlake(args: &[&str]) -> Output {
-    let mut command = Command::new(binary("tlake"));
-    for key in [
-        "TLAKE_CATALOG_URI",
-        "TLAKE_WAREHOUSE",
-        "TLAKE_S3_ENDPOINT",
-        "TLAKE_S3_REGION",
-        "TLAKE_S3_ACCESS_KEY",
-        "TLAKE_S3_SECRET_KEY",
-        "TLAKE_KAFKA_BROKERS",
-    ] {
-        command.env(key, env(key));
-    }
-    command.args(args).output().expect("run tlake")
+    tlake_command().args(args).output().expect("run tlake")
 }
 
 fn csv(output: Output) -> String {
