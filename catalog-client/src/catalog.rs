@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::offsets::{self, Fence, Offsets};
 use crate::pinned::PinnedCatalog;
-use crate::schema::{TableKind, check_compatibility};
+use crate::schema::{Layout, TableKind, check_compatibility};
 
 /// Snapshot summary key: the full merged offsets map (JSON).
 pub const SUMMARY_OFFSETS: &str = "tlake.offsets";
@@ -230,6 +230,13 @@ impl LakeCatalog {
     /// Creates `table` with `kind`'s layout, or checks the existing one and
     /// adds missing optional columns. Refuses tables it cannot write to.
     pub async fn ensure_table(&self, table: &str, kind: TableKind) -> Result<Table> {
+        self.ensure_layout(table, &kind.into()).await
+    }
+
+    /// [`Self::ensure_table`] for a layout with promoted attributes: their
+    /// columns are added (new files fill them; old rows read null).
+    pub async fn ensure_layout(&self, table: &str, layout: &Layout) -> Result<Table> {
+        let kind = layout.kind;
         let ident = self.ident(table);
         let existing = match self.rest.load_table(&ident).await {
             Ok(t) => t,
@@ -259,24 +266,25 @@ impl LakeCatalog {
             }
             Err(e) => return Err(e.into()),
         };
-        self.check_and_evolve(existing, kind).await
+        self.check_and_evolve(existing, layout).await
     }
 
-    /// Checks a loaded table against `kind`; evolves it additively if needed.
-    pub async fn check_and_evolve(&self, table: Table, kind: TableKind) -> Result<Table> {
+    /// Checks a loaded table against `layout`; evolves it additively if needed.
+    pub async fn check_and_evolve(&self, table: Table, layout: &Layout) -> Result<Table> {
         let name = table.identifier().to_string();
-        let evolution =
-            check_compatibility(kind, table.metadata()).map_err(|reason| Error::Incompatible {
+        let evolution = check_compatibility(layout, table.metadata()).map_err(|reason| {
+            Error::Incompatible {
                 table: name.clone(),
                 reason,
-            })?;
+            }
+        })?;
         if evolution.add_columns.is_empty() {
             return Ok(table);
         }
-        tracing::info!(table = %name, columns = ?evolution.add_columns.iter().map(|c| &c.0).collect::<Vec<_>>(), "adding missing optional columns");
+        tracing::info!(table = %name, columns = ?evolution.add_columns.iter().map(|c| &c.name).collect::<Vec<_>>(), "adding missing optional columns");
         self.add_columns(&table, &evolution.add_columns).await?;
         let table = self.rest.load_table(table.identifier()).await?;
-        check_compatibility(kind, table.metadata()).map_err(|reason| Error::Incompatible {
+        check_compatibility(layout, table.metadata()).map_err(|reason| Error::Incompatible {
             table: name,
             reason,
         })?;
@@ -285,16 +293,18 @@ impl LakeCatalog {
 
     /// Adds optional columns with one REST commit of our own: iceberg-rust's
     /// `AddSchema` update omits `last-column-id`, which Nessie requires.
-    async fn add_columns(&self, table: &Table, columns: &[(String, Type)]) -> Result<()> {
+    async fn add_columns(&self, table: &Table, columns: &[NestedFieldRef]) -> Result<()> {
         let metadata = table.metadata();
         let current = metadata.current_schema();
         let mut next_id = metadata.last_column_id();
         let mut fields: Vec<NestedFieldRef> = current.as_struct().fields().to_vec();
-        for (column, ty) in columns {
+        for column in columns {
             next_id += 1;
             let id = next_id;
-            let ty = renumber(ty, &mut next_id);
-            fields.push(NestedField::optional(id, column.clone(), ty).into());
+            let ty = renumber(&column.field_type, &mut next_id);
+            let mut field = NestedField::optional(id, column.name.clone(), ty);
+            field.doc = column.doc.clone();
+            fields.push(field.into());
         }
         let schema_id = metadata
             .schemas_iter()

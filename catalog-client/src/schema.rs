@@ -4,6 +4,8 @@
 //! Field ids here are only the ones we propose; the catalog may reassign
 //! them on create, so every check below goes by name and type.
 
+use tlake_proto::contract::PROMOTED_ATTRIBUTE_DOC;
+
 use iceberg::spec::{
     FormatVersion, MapType, NestedField, NestedFieldRef, NullOrder, PrimitiveType, Schema,
     SortDirection, SortField, SortOrder, TableMetadata, Transform, Type, UnboundPartitionField,
@@ -129,16 +131,99 @@ impl TableKind {
     }
 }
 
+/// The type of a promoted attribute's column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttributeType {
+    /// `string`.
+    String,
+    /// `long` (64-bit integer).
+    Long,
+    /// `double`.
+    Double,
+    /// `boolean`.
+    Bool,
+    /// `timestamptz` (µs, UTC), from RFC 3339 text or integer nanoseconds.
+    Timestamp,
+}
+
+impl AttributeType {
+    fn iceberg(self) -> PrimitiveType {
+        match self {
+            AttributeType::String => PrimitiveType::String,
+            AttributeType::Long => PrimitiveType::Long,
+            AttributeType::Double => PrimitiveType::Double,
+            AttributeType::Bool => PrimitiveType::Boolean,
+            AttributeType::Timestamp => PrimitiveType::Timestamptz,
+        }
+    }
+}
+
+/// An attribute key a stream stores in a typed column of its own
+/// (`record-reader`'s `promoted` fills it), named by [`promoted_column`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotedAttribute {
+    /// The attribute key, e.g. `http.status_code`.
+    pub key: String,
+    /// Its column's type.
+    pub kind: AttributeType,
+}
+
+impl PromotedAttribute {
+    /// The column's name, [`promoted_column`] of the key.
+    pub fn column(&self) -> String {
+        promoted_column(&self.key)
+    }
+
+    fn field(&self) -> NestedField {
+        NestedField::optional(0, self.column(), prim(self.kind.iceberg()))
+            .with_doc(format!("{PROMOTED_ATTRIBUTE_DOC}{}", self.key))
+    }
+}
+
+/// The column promoting attribute `key`: `attr_` and the key with every
+/// character but `a-z0-9_` (lower-cased) as `_` — a plain SQL identifier
+/// that cannot collide with the table's own columns.
+pub fn promoted_column(key: &str) -> String {
+    let mut name = String::with_capacity(key.len() + 5);
+    name.push_str("attr_");
+    name.extend(key.chars().map(|c| match c.to_ascii_lowercase() {
+        c @ ('a'..='z' | '0'..='9' | '_') => c,
+        _ => '_',
+    }));
+    name
+}
+
+/// What a table must hold: its kind's columns and the stream's promoted
+/// attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Logs or dead letters.
+    pub kind: TableKind,
+    /// Attributes in columns of their own (logs only).
+    pub promoted: Vec<PromotedAttribute>,
+}
+
+impl From<TableKind> for Layout {
+    fn from(kind: TableKind) -> Self {
+        Self {
+            kind,
+            promoted: Vec::new(),
+        }
+    }
+}
+
 /// What must change for an existing table to hold what we write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evolution {
-    /// Optional columns to add (name, type).
-    pub add_columns: Vec<(String, Type)>,
+    /// Optional columns to add (their ids are assigned when added).
+    pub add_columns: Vec<NestedFieldRef>,
 }
 
-/// Compares an existing table with `kind`'s layout. `Ok` lists the additive
+/// Compares an existing table with `layout`. `Ok` lists the additive
 /// changes needed (possibly none); `Err` says why the table cannot be used.
-pub fn check_compatibility(kind: TableKind, metadata: &TableMetadata) -> Result<Evolution, String> {
+pub fn check_compatibility(layout: &Layout, metadata: &TableMetadata) -> Result<Evolution, String> {
+    let kind = layout.kind;
     if metadata.format_version() != FormatVersion::V2 {
         return Err(format!(
             "format version is {}, the compactor writes v2",
@@ -148,12 +233,33 @@ pub fn check_compatibility(kind: TableKind, metadata: &TableMetadata) -> Result<
     let ours = kind.schema();
     let theirs = metadata.current_schema();
     let mut add_columns = Vec::new();
+    for promoted in &layout.promoted {
+        let field = promoted.field();
+        match theirs.field_by_name(&field.name) {
+            None => add_columns.push(field.into()),
+            Some(existing) => {
+                if existing.doc != field.doc {
+                    return Err(format!(
+                        "column {} exists but does not promote attribute {:?} (its doc is {:?})",
+                        field.name, promoted.key, existing.doc
+                    ));
+                }
+                if !same_shape(&existing.field_type, &field.field_type) {
+                    return Err(format!(
+                        "attribute {:?} is promoted as {} but its column {} has type {}: a \
+                         promoted column's type cannot change",
+                        promoted.key, field.field_type, field.name, existing.field_type
+                    ));
+                }
+            }
+        }
+    }
     for field in ours.as_struct().fields() {
         match theirs.field_by_name(&field.name) {
             None if field.required => {
                 return Err(format!("required column {} is missing", field.name));
             }
-            None => add_columns.push((field.name.clone(), (*field.field_type).clone())),
+            None => add_columns.push(field.clone()),
             Some(existing) => {
                 if !same_shape(&existing.field_type, &field.field_type) {
                     return Err(format!(
@@ -253,7 +359,7 @@ mod tests {
         for kind in [TableKind::Logs, TableKind::DeadLetters] {
             let m = metadata(kind.schema(), kind.partition_spec());
             assert_eq!(
-                check_compatibility(kind, &m),
+                check_compatibility(&kind.into(), &m),
                 Ok(Evolution {
                     add_columns: vec![]
                 })
@@ -272,11 +378,11 @@ mod tests {
             .build()
             .expect("schema");
         let m = metadata(schema, TableKind::Logs.partition_spec());
-        let evolution = check_compatibility(TableKind::Logs, &m).expect("compatible");
+        let evolution = check_compatibility(&TableKind::Logs.into(), &m).expect("compatible");
         let names: Vec<_> = evolution
             .add_columns
             .iter()
-            .map(|(n, _)| n.as_str())
+            .map(|f| f.name.as_str())
             .collect();
         assert_eq!(names, ["attributes", "kafka_offset"]);
     }
@@ -290,7 +396,7 @@ mod tests {
             .build()
             .expect("schema");
         let err = check_compatibility(
-            TableKind::Logs,
+            &TableKind::Logs.into(),
             &metadata(schema, TableKind::Logs.partition_spec()),
         )
         .expect_err("must refuse");
@@ -303,8 +409,11 @@ mod tests {
             .add_partition_field(2, "h", Transform::Hour)
             .expect("spec")
             .build();
-        let err = check_compatibility(TableKind::Logs, &metadata(TableKind::Logs.schema(), spec))
-            .expect_err("must refuse");
+        let err = check_compatibility(
+            &TableKind::Logs.into(),
+            &metadata(TableKind::Logs.schema(), spec),
+        )
+        .expect_err("must refuse");
         assert!(err.contains("day(event_time)"), "{err}");
     }
 
@@ -317,10 +426,67 @@ mod tests {
             .build()
             .expect("schema");
         let err = check_compatibility(
-            TableKind::Logs,
+            &TableKind::Logs.into(),
             &metadata(schema, TableKind::Logs.partition_spec()),
         )
         .expect_err("must refuse");
         assert!(err.contains("tenant"), "{err}");
+    }
+
+    #[test]
+    fn promoted_attributes_are_added_with_their_key_as_doc_and_cannot_change_type() {
+        let layout = |kind| Layout {
+            kind: TableKind::Logs,
+            promoted: vec![PromotedAttribute {
+                key: "http.status_code".into(),
+                kind,
+            }],
+        };
+        let m = metadata(TableKind::Logs.schema(), TableKind::Logs.partition_spec());
+        let evolution = check_compatibility(&layout(AttributeType::Long), &m).expect("compatible");
+        assert_eq!(evolution.add_columns.len(), 1);
+        let added = &evolution.add_columns[0];
+        assert_eq!(added.name, "attr_http_status_code");
+        assert_eq!(
+            added.doc.as_deref(),
+            Some("promoted attribute: http.status_code")
+        );
+        assert!(!added.required);
+        assert_eq!(*added.field_type, prim(PrimitiveType::Long));
+
+        // The table has it: nothing to add; as another type or key: refused.
+        let mut fields = logs_fields();
+        fields.push(
+            NestedField::optional(30, "attr_http_status_code", prim(PrimitiveType::Long))
+                .with_doc("promoted attribute: http.status_code")
+                .into(),
+        );
+        let schema = Schema::builder()
+            .with_fields(fields)
+            .build()
+            .expect("schema");
+        let m = metadata(schema, TableKind::Logs.partition_spec());
+        assert_eq!(
+            check_compatibility(&layout(AttributeType::Long), &m).map(|e| e.add_columns.len()),
+            Ok(0)
+        );
+        let err = check_compatibility(&layout(AttributeType::String), &m).expect_err("type");
+        assert!(err.contains("cannot change"), "{err}");
+        let other = Layout {
+            kind: TableKind::Logs,
+            promoted: vec![PromotedAttribute {
+                key: "http-status_code".into(),
+                kind: AttributeType::Long,
+            }],
+        };
+        let err = check_compatibility(&other, &m).expect_err("another key's column");
+        assert!(err.contains("does not promote"), "{err}");
+    }
+
+    #[test]
+    fn promoted_column_names_are_plain_identifiers() {
+        assert_eq!(promoted_column("http.status_code"), "attr_http_status_code");
+        assert_eq!(promoted_column("K8s.Pod-Name"), "attr_k8s_pod_name");
+        assert_eq!(promoted_column("ü"), "attr__");
     }
 }

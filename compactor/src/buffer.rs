@@ -554,7 +554,7 @@ fn build_part(
         .filter_map(|&(idx, _)| buffer.rows.get(idx as usize))
         .map(|r| r.len as usize)
         .sum();
-    let mut out = Rows::with_capacity(rows.len(), bytes);
+    let mut out = Rows::with_capacity(rows.len(), bytes).promoting(target);
     for &(idx, _) in rows {
         let row = buffer
             .rows

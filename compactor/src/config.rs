@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use tlake_catalog_client::{AttributeType, DEAD_LETTER_TABLE};
 
 /// Prefix of environment variables, e.g. `TLAKE_COMPACTOR_KAFKA__BROKERS`.
 pub const ENV_PREFIX: &str = "TLAKE_COMPACTOR_";
@@ -32,6 +35,9 @@ pub struct Config {
     pub flush: FlushConfig,
     /// Table maintenance (`tlake-compactor maintain`).
     pub maintenance: MaintenanceConfig,
+    /// Attributes each stream stores in typed columns of their own:
+    /// stream → attribute key → type (`[promote.app]` `"http.status_code" = "long"`).
+    pub promote: BTreeMap<String, BTreeMap<String, AttributeType>>,
 }
 
 /// Kafka consumer settings.
@@ -178,6 +184,7 @@ impl Default for Config {
             s3: S3Config::default(),
             flush: FlushConfig::default(),
             maintenance: MaintenanceConfig::default(),
+            promote: BTreeMap::new(),
         }
     }
 }
@@ -318,7 +325,46 @@ impl Config {
         if !(100..=600_000).contains(&self.flush.max_latency_ms) {
             return invalid("flush.max_latency_ms", "must be between 100 and 600000");
         }
+        self.validate_promote()?;
         self.maintenance.validate()
+    }
+
+    fn validate_promote(&self) -> Result<(), ConfigError> {
+        const KEY: &str = "promote";
+        for (stream, keys) in &self.promote {
+            if !tlake_proto::contract::is_stream_name(stream) || stream == DEAD_LETTER_TABLE {
+                return Err(ConfigError::invalid(
+                    KEY,
+                    format!(
+                        "{stream:?} is not a stream name (lower-case letters, digits and '_', \
+                         starting with a letter; not {DEAD_LETTER_TABLE})"
+                    ),
+                ));
+            }
+            let mut columns: BTreeMap<String, &str> = BTreeMap::new();
+            for key in keys.keys() {
+                if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+                    return Err(ConfigError::invalid(
+                        KEY,
+                        format!(
+                            "{stream}: attribute key {key:?} must be 1-255 characters without \
+                             control characters"
+                        ),
+                    ));
+                }
+                let column = tlake_catalog_client::schema::promoted_column(key);
+                if let Some(other) = columns.insert(column.clone(), key) {
+                    return Err(ConfigError::invalid(
+                        KEY,
+                        format!(
+                            "{stream}: attributes {other:?} and {key:?} would both be column \
+                             {column}; promote one of them"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Latency cap as a duration.
@@ -588,6 +634,41 @@ mod tests {
         }
         let err = load_toml("[maintenance.retention]\ndays = 3\n").expect_err("typo must fail");
         assert!(err.to_string().contains("days"), "{err}");
+    }
+
+    #[test]
+    fn promoted_attributes_are_typed_per_stream_and_bad_ones_name_the_problem() {
+        let c = load_toml(
+            "[promote.app]\n\"http.status_code\" = \"long\"\n\"user.id\" = \"string\"\n\
+             [promote.audit]\nok = \"bool\"\nms = \"double\"\nat = \"timestamp\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.promote["app"]["http.status_code"], AttributeType::Long);
+        assert_eq!(c.promote["audit"]["at"], AttributeType::Timestamp);
+
+        let err = load_toml("[promote.app]\n\"a\" = \"int\"\n").expect_err("unknown type");
+        let text = err.to_string();
+        assert!(text.contains("int") && text.contains("long"), "{text}");
+        for (toml, says) in [
+            (
+                "[promote.App]\nk = \"long\"\n",
+                "\"App\" is not a stream name",
+            ),
+            ("[promote.dead_letters]\nk = \"long\"\n", "not dead_letters"),
+            ("[promote.app]\n\"\" = \"long\"\n", "1-255 characters"),
+            (
+                "[promote.app]\n\"a.b\" = \"long\"\n\"a-b\" = \"string\"\n",
+                "would both be column attr_a_b",
+            ),
+        ] {
+            match load_toml(toml) {
+                Err(ConfigError::Invalid { key, reason }) => {
+                    assert_eq!(key, "promote", "{toml}");
+                    assert!(reason.contains(says), "{toml}: {reason}");
+                }
+                other => panic!("{toml}: expected Invalid(promote), got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl Pipeline {
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
         Ok(Self {
-            tables: Tables::new(&config.flush),
+            tables: Tables::new(&config),
             config,
             lake,
             consumer,

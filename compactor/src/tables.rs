@@ -3,13 +3,13 @@
 //! dedup windows, seeded from their newest appends, so a late copy of an
 //! event committed before this process started is still dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use tlake_catalog_client::TableKind;
 use tlake_catalog_client::iceberg::table::Table;
+use tlake_catalog_client::{AttributeType, Layout, PromotedAttribute, TableKind};
 
 use crate::buffer::Buffers;
-use crate::config::FlushConfig;
+use crate::config::Config;
 use crate::lake::{GiveUp, Lake};
 use crate::pipeline::PipelineError;
 
@@ -21,17 +21,39 @@ pub struct Tables {
     seeded: HashSet<String>,
     window_flushes: usize,
     window_ids: usize,
+    /// `promote` of the configuration: stream → key → type.
+    promote: BTreeMap<String, BTreeMap<String, AttributeType>>,
 }
 
 impl Tables {
-    /// No table loaded yet; windows seeded with `flush`'s dedup window.
-    pub fn new(flush: &FlushConfig) -> Self {
+    /// No table loaded yet; windows seeded with `config`'s dedup window;
+    /// log tables given the columns of the attributes it promotes.
+    pub fn new(config: &Config) -> Self {
         Self {
             loaded: HashMap::new(),
             seeded: HashSet::new(),
-            window_flushes: flush.dedup_window_flushes as usize,
-            window_ids: usize::try_from(flush.dedup_window_ids).unwrap_or(usize::MAX),
+            window_flushes: config.flush.dedup_window_flushes as usize,
+            window_ids: usize::try_from(config.flush.dedup_window_ids).unwrap_or(usize::MAX),
+            promote: config.promote.clone(),
         }
+    }
+
+    /// What table `name` of `kind` must hold.
+    fn layout(&self, name: &str, kind: TableKind) -> Layout {
+        let promoted = match kind {
+            TableKind::Logs => self
+                .promote
+                .get(name)
+                .into_iter()
+                .flatten()
+                .map(|(key, &kind)| PromotedAttribute {
+                    key: key.clone(),
+                    kind,
+                })
+                .collect(),
+            TableKind::DeadLetters => Vec::new(),
+        };
+        Layout { kind, promoted }
     }
 
     /// The table, created or checked (and evolved) on first use; a log
@@ -46,11 +68,12 @@ impl Tables {
         if let Some(t) = self.loaded.get(name) {
             return Ok(t.clone());
         }
+        let layout = self.layout(name, kind);
         let table = lake.retry(
             &format!("loading table {name}"),
             GiveUp::AtStop,
             tlake_catalog_client::Error::retryable,
-            || lake.catalog.ensure_table(name, kind),
+            || lake.catalog.ensure_layout(name, &layout),
         )?;
         if kind == TableKind::Logs && self.seeded.insert(name.to_owned()) {
             self.seed_window(lake, buffers, name, &table)?;

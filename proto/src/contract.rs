@@ -53,6 +53,12 @@ pub fn is_topic_name(topic: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// The start of the Iceberg doc of a column that promotes an attribute to a
+/// typed column of its own; the rest of the doc is the attribute's key. The
+/// compactor writes it when it adds the column, and every reader of the topic
+/// (the flush, `tlake sql --fresh`) finds the table's promoted keys by it.
+pub const PROMOTED_ATTRIBUTE_DOC: &str = "promoted attribute: ";
+
 /// Field tags of the messages the compactor decodes by hand (`record-reader/src/wire.rs`,
 /// `decode.rs` and `rows.rs`), as `telemetry/v1/logs.proto` numbers them.
 pub mod tags {

@@ -8,9 +8,11 @@
 //! reads a whole record with it into the stream, the facts its events share
 //! and one dedup/sort key per event, falling back to prost (the authority
 //! on what a valid record is) for anything the cursor does not handle;
-//! [`rows`] materializes the events a reader chose as Arrow columns.
+//! [`rows`] materializes the events a reader chose as Arrow columns, with
+//! the attributes a table promotes to columns of their own ([`promoted`]).
 #![deny(missing_docs)]
 
 pub mod decode;
+pub mod promoted;
 pub mod rows;
 pub mod wire;

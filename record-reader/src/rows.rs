@@ -24,6 +24,7 @@ use arrow_schema::{DataType, Field, FieldRef, Fields, SchemaRef, TimeUnit};
 use tlake_proto::contract::tags;
 
 use crate::decode::{RecordInfo, any_text, nanos_to_micros};
+use crate::promoted::Promoted;
 use crate::wire::{self, Any, Reader, Wire};
 
 /// A string column under construction: values appended as bytes, checked
@@ -214,6 +215,7 @@ pub struct Rows<'a> {
     received: Vec<i64>,
     kafka_partition: Vec<i32>,
     kafka_offset: Vec<i64>,
+    promoted: Promoted,
     scratch: Vec<(&'a [u8], Text<'a>)>,
 }
 
@@ -239,8 +241,17 @@ impl<'a> Rows<'a> {
             received: Vec::with_capacity(rows),
             kafka_partition: Vec::with_capacity(rows),
             kafka_offset: Vec::with_capacity(rows),
+            promoted: Promoted::default(),
             scratch: Vec::new(),
         }
+    }
+
+    /// Moves the attributes `target` promotes (columns whose doc names an
+    /// attribute key, [`crate::promoted`]) into their own columns: pass the
+    /// schema [`Rows::finish`] will get.
+    pub fn promoting(mut self, target: &SchemaRef) -> Self {
+        self.promoted = Promoted::of(target);
+        self
     }
 
     /// Rows so far.
@@ -331,13 +342,20 @@ impl<'a> Rows<'a> {
                 unique.insert(k, v);
             }
             for (k, v) in unique {
-                self.attributes.push(k, &v.resolve()?)?;
+                let text = v.resolve()?;
+                if !self.promoted.take(k, &text) {
+                    self.attributes.push(k, &text)?;
+                }
             }
         } else {
             for &(k, v) in &self.scratch {
-                self.attributes.push(k, &v.resolve()?)?;
+                let text = v.resolve()?;
+                if !self.promoted.take(k, &text) {
+                    self.attributes.push(k, &text)?;
+                }
             }
         }
+        self.promoted.end_row();
         self.attributes.end_row()?;
         for (k, v) in &info.resource {
             self.resource.push(k.as_bytes(), v.as_bytes())?;
@@ -356,7 +374,7 @@ impl<'a> Rows<'a> {
     pub fn finish(mut self, target: &SchemaRef) -> Result<RecordBatch, String> {
         let n = self.len;
         let ts = |v: Vec<i64>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(v)) };
-        let mut built: Vec<(&str, ArrayRef)> = vec![
+        let built: Vec<(&str, ArrayRef)> = vec![
             ("event_id", Arc::new(self.event_id.finish())),
             ("event_time", ts(self.event_time)),
             ("observed_time", Arc::new(self.observed.finish())),
@@ -384,9 +402,17 @@ impl<'a> Rows<'a> {
                 Arc::new(Int64Array::from(self.kafka_offset)),
             ),
         ];
+        let mut built: Vec<(Cow<'_, str>, ArrayRef)> = built
+            .into_iter()
+            .map(|(name, column)| (Cow::Borrowed(name), column))
+            .chain(self.promoted.finish().map(|(n, c)| (Cow::Owned(n), c)))
+            .collect();
         let mut columns = Vec::with_capacity(target.fields().len());
         for field in target.fields() {
-            let column = match built.iter().position(|(name, _)| name == field.name()) {
+            let column = match built
+                .iter()
+                .position(|(name, _)| name.as_ref() == field.name())
+            {
                 Some(i) => fit(built.swap_remove(i).1, field)?,
                 None => new_null_array(field.data_type(), n),
             };

@@ -20,6 +20,8 @@ pub struct CompactorOptions {
     pub max_latency_ms: u64,
     /// Extra environment variables (e.g. the failpoint).
     pub env: Vec<(String, String)>,
+    /// TOML sections added at the end of the config file (e.g. `[promote.s]`).
+    pub extra_toml: String,
 }
 
 impl CompactorOptions {
@@ -31,6 +33,7 @@ impl CompactorOptions {
             group_id: format!("tlake-test-{}", uuid::Uuid::new_v4().simple()),
             max_latency_ms: 1000,
             env: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 
@@ -83,7 +86,7 @@ pub fn config_toml(options: &CompactorOptions) -> String {
     format!(
         "metrics_listen = \"127.0.0.1:0\"\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\ntopics = [{}]\nsession_timeout_ms = 6000\n\
          [catalog]\nuri = \"{}\"\nwarehouse = \"{}\"\nnamespace = \"logs\"\nrequest_timeout_ms = 10000\n\
-         [s3]\nendpoint = \"{}\"\nregion = \"{}\"\npath_style = true\n[flush]\nmax_latency_ms = {}\n",
+         [s3]\nendpoint = \"{}\"\nregion = \"{}\"\npath_style = true\n[flush]\nmax_latency_ms = {}\n{}",
         options.brokers,
         options.group_id,
         topics.join(", "),
@@ -92,6 +95,7 @@ pub fn config_toml(options: &CompactorOptions) -> String {
         crate::lake::env("TLAKE_S3_ENDPOINT"),
         crate::lake::env("TLAKE_S3_REGION"),
         options.max_latency_ms,
+        options.extra_toml,
     )
 }
 

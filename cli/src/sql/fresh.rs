@@ -390,7 +390,7 @@ fn wanted(fresh: &FreshTable) -> Result<BTreeMap<Tp, Option<i64>>> {
 /// The events of `records` that belong to `name` and are neither in its
 /// snapshot nor already in its tail, as a new tail file.
 fn append(name: &str, fresh: &mut FreshTable, records: &[TailRecord], spill: &Path) -> Result<()> {
-    let mut rows = Rows::with_capacity(0, 0);
+    let mut rows = Rows::with_capacity(0, 0).promoting(&fresh.target);
     let mut keys: Vec<EventKey> = Vec::new();
     let mut scanned: Vec<(Scanned<'_>, Vec<EventKey>, &TailRecord)> = Vec::new();
     for record in records {
