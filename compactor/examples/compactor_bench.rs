@@ -1,5 +1,6 @@
 //! Benchmark harness (not a test): Kafka → committed snapshot throughput,
-//! bytes per event on disk, and freshness under a steady offered load.
+//! bytes per event on disk, freshness under a steady offered load, and a
+//! promoted attribute column against the same attribute in the map.
 //!
 //! Needs the local stack and a release build of the compactor:
 //!
@@ -9,6 +10,8 @@
 //! target/release/examples/compactor_bench throughput --events 1000000
 //! target/release/examples/compactor_bench corpus --dir /work/shared/corpus/loghub-2k
 //! target/release/examples/compactor_bench freshness --rate 10000 --seconds 30
+//! target/release/examples/compactor_bench promoted --events 10000000 --runs 5
+//! target/release/examples/compactor_bench promoted --events 10000000 --corpus /work/shared/corpus/loghub-2k
 //! ```
 //!
 //! Each run uses a fresh topic (4 partitions) and a fresh stream/table.
@@ -246,7 +249,7 @@ async fn produce(s: &Setup, events: Vec<LogEvent>) -> Vec<(i32, i64, usize, usiz
     out
 }
 
-fn start_compactor(s: &Setup, latency_ms: u64) -> Child {
+fn start_compactor(s: &Setup, latency_ms: u64, extra_toml: &str) -> Child {
     let exe = std::env::current_exe().expect("exe");
     let bin = exe
         .parent()
@@ -260,7 +263,7 @@ fn start_compactor(s: &Setup, latency_ms: u64) -> Child {
         &config,
         format!(
             "metrics_listen = \"127.0.0.1:0\"\n[kafka]\nbrokers = \"{}\"\ngroup_id = \"bench-{}\"\ntopics = [\"{}\"]\n\
-             [catalog]\nuri = \"{}\"\nwarehouse = \"{}\"\n[s3]\nendpoint = \"{}\"\n[flush]\nmax_latency_ms = {latency_ms}\n",
+             [catalog]\nuri = \"{}\"\nwarehouse = \"{}\"\n[s3]\nendpoint = \"{}\"\n[flush]\nmax_latency_ms = {latency_ms}\n{extra_toml}",
             s.brokers,
             s.topic,
             s.topic,
@@ -355,7 +358,7 @@ async fn drain(name: &str, events: Vec<LogEvent>) {
         *e = (*e).max(o + 1);
     }
     let start = Instant::now();
-    let mut child = start_compactor(&s, 5000);
+    let mut child = start_compactor(&s, 5000, "");
     loop {
         if let Ok(p) = s.catalog.progress(&s.stream).await
             && covered(&p.offsets, &s.topic, &ends)
@@ -388,7 +391,7 @@ async fn drain(name: &str, events: Vec<LogEvent>) {
 
 async fn freshness(rate: u64, seconds: u64) {
     let s = setup(&format!("fresh{rate}")).await;
-    let mut child = start_compactor(&s, 5000);
+    let mut child = start_compactor(&s, 5000, "");
     let total = rate * seconds;
     // Produce in 100 ms slices; each event's time is its production time.
     let slice = (rate / 10).max(1);
@@ -474,6 +477,199 @@ async fn freshness(rate: u64, seconds: u64) {
     );
 }
 
+/// A synthetic event with an OTLP-int `http.status_code` (200; 404 every
+/// 20th; 503 every 1000th), the hot attribute of the promoted-column run.
+fn with_status(n: u64) -> LogEvent {
+    let mut event = synthetic(n);
+    let status = match n {
+        n if n % 1000 == 0 => 503,
+        n if n % 20 == 1 => 404,
+        _ => 200,
+    };
+    event.attributes.push(KeyValue {
+        key: "http.status_code".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(status)),
+        }),
+    });
+    event
+}
+
+/// Produces `n` events of `event` in chunks (10M events do not fit in memory
+/// at once), runs a compactor with `extra_toml` until they are committed;
+/// returns the table and its Parquet bytes per event.
+async fn load(
+    name: &str,
+    n: u64,
+    event: &(dyn Fn(u64) -> LogEvent + Sync),
+    extra_toml: &str,
+) -> (String, f64) {
+    let s = setup(name).await;
+    let extra = extra_toml.replace("{stream}", &s.stream);
+    let mut ends = BTreeMap::new();
+    let chunk = 500_000;
+    for start in (0..n).step_by(chunk as usize) {
+        let records = produce(&s, (start..(start + chunk).min(n)).map(event).collect()).await;
+        for (p, o, ..) in &records {
+            let e = ends.entry(*p).or_insert(0);
+            *e = (*e).max(o + 1);
+        }
+    }
+    let started = Instant::now();
+    let mut child = start_compactor(&s, 5000, &extra);
+    loop {
+        if let Ok(p) = s.catalog.progress(&s.stream).await
+            && covered(&p.offsets, &s.topic, &ends)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(started.elapsed() < Duration::from_secs(1800), "timed out");
+    }
+    let cpu = cpu_seconds(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let (rows, bytes, commits) = table_size(&s).await;
+    s.drop_topic().await;
+    assert_eq!(rows, n, "rows in table");
+    let per_event = bytes as f64 / rows as f64;
+    println!(
+        "{name}: {rows} rows in {}, {bytes} bytes Parquet = {per_event:.1} bytes/event, {commits} commits, \
+         compactor {:.0} events per CPU-second",
+        s.stream,
+        rows as f64 / cpu
+    );
+    (s.stream, per_event)
+}
+
+/// Loghub lines (cycled to `n` events) with the system a line came from
+/// and its level as attributes: `loghub.system` and `level`.
+fn corpus_events(dir: &str) -> Vec<(String, String, String)> {
+    let mut lines = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .expect("corpus dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    for path in paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+    {
+        let system = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(|s| s.trim_end_matches("_2k").to_owned())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let level = line
+                .split(|c: char| !c.is_ascii_alphabetic())
+                .find(|w| {
+                    [
+                        "INFO", "WARN", "WARNING", "ERROR", "FATAL", "DEBUG", "TRACE",
+                    ]
+                    .contains(w)
+                })
+                .unwrap_or("NONE");
+            lines.push((system.clone(), level.to_owned(), line.to_owned()));
+        }
+    }
+    lines
+}
+
+/// What a promoted-column run loads and asks.
+struct PromotedRun {
+    /// `[promote.{stream}]` section for the promoted table.
+    promote: &'static str,
+    /// (label, SQL on the map table, SQL on the promoted table), `{t}` the table.
+    queries: Vec<(&'static str, String, String)>,
+}
+
+/// The same events into two tables — the hot attributes in the map, and
+/// promoted to columns — then the same questions of both, timed by DuckDB
+/// side by side (`deploy/local/query_times.py`).
+async fn promoted(n: u64, runs: u32, corpus: Option<String>) {
+    let lines = corpus.as_deref().map(corpus_events).unwrap_or_default();
+    let (event, run): (Box<dyn Fn(u64) -> LogEvent + Sync>, PromotedRun) = if lines.is_empty() {
+        (
+            Box::new(with_status),
+            PromotedRun {
+                promote: "\"http.status_code\" = \"long\"",
+                queries: vec![
+                    (
+                        "count of status 503",
+                        "SELECT count(*) FROM {t} WHERE attributes['http.status_code'] = '503'".into(),
+                        "SELECT count(*) FROM {t} WHERE attr_http_status_code = 503".into(),
+                    ),
+                    (
+                        "rows by status",
+                        "SELECT attributes['http.status_code'] AS s, count(*) FROM {t} GROUP BY s".into(),
+                        "SELECT attr_http_status_code AS s, count(*) FROM {t} GROUP BY s".into(),
+                    ),
+                    (
+                        "status >= 600 (none)",
+                        "SELECT count(*) FROM {t} WHERE TRY_CAST(attributes['http.status_code'] AS BIGINT) >= 600".into(),
+                        "SELECT count(*) FROM {t} WHERE attr_http_status_code >= 600".into(),
+                    ),
+                ],
+            },
+        )
+    } else {
+        let lines = std::sync::Arc::new(lines);
+        (
+            Box::new(move |i: u64| {
+                let (system, level, line) = &lines[(i % lines.len() as u64) as usize];
+                let mut event = line_event(line);
+                event.attributes = vec![kv("loghub.system", system.clone()), kv("level", level.clone())];
+                event
+            }),
+            PromotedRun {
+                promote: "\"loghub.system\" = \"string\"\nlevel = \"string\"",
+                queries: vec![
+                    (
+                        "count of ERROR lines",
+                        "SELECT count(*) FROM {t} WHERE attributes['level'] = 'ERROR'".into(),
+                        "SELECT count(*) FROM {t} WHERE attr_level = 'ERROR'".into(),
+                    ),
+                    (
+                        "ERROR lines of one system",
+                        "SELECT count(*) FROM {t} WHERE attributes['loghub.system'] = 'Hadoop' AND attributes['level'] = 'ERROR'".into(),
+                        "SELECT count(*) FROM {t} WHERE attr_loghub_system = 'Hadoop' AND attr_level = 'ERROR'".into(),
+                    ),
+                    (
+                        "lines by system",
+                        "SELECT attributes['loghub.system'] AS s, count(*) FROM {t} GROUP BY s".into(),
+                        "SELECT attr_loghub_system AS s, count(*) FROM {t} GROUP BY s".into(),
+                    ),
+                ],
+            },
+        )
+    };
+    let (map, map_bytes) = load("map", n, &*event, "").await;
+    let section = format!("[promote.{{stream}}]\n{}\n", run.promote);
+    let (col, col_bytes) = load("promoted", n, &*event, &section).await;
+    println!(
+        "bytes/event: map {map_bytes:.1}, promoted {col_bytes:.1} ({:+.1} %)",
+        (col_bytes / map_bytes - 1.0) * 100.0
+    );
+    let table = |t: &str| format!("telemetrylake.logs.\"{t}\"");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/local/query_times.py"
+    );
+    let mut command = Command::new(env("TLAKE_DUCKDB_PYTHON", "python3"));
+    command.arg(script).arg("--runs").arg(runs.to_string());
+    for (label, a, b) in &run.queries {
+        command
+            .arg(label)
+            .arg(a.replace("{t}", &table(&map)))
+            .arg(b.replace("{t}", &table(&col)));
+    }
+    let status = command.status().expect("run query_times.py");
+    assert!(status.success(), "query_times.py failed");
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -506,13 +702,22 @@ async fn main() {
             }
             drain("loghub", events).await;
         }
+        Some("promoted") => {
+            let n: u64 = arg("--events", "10000000").parse().expect("--events");
+            let runs: u32 = arg("--runs", "5").parse().expect("--runs");
+            let corpus = args
+                .iter()
+                .any(|a| a == "--corpus")
+                .then(|| arg("--corpus", ""));
+            promoted(n, runs, corpus).await;
+        }
         Some("freshness") => {
             let rate: u64 = arg("--rate", "10000").parse().expect("--rate");
             let seconds: u64 = arg("--seconds", "30").parse().expect("--seconds");
             freshness(rate, seconds).await;
         }
         _ => eprintln!(
-            "usage: compactor_bench throughput [--events N] | corpus [--dir DIR] | freshness [--rate R] [--seconds S]"
+            "usage: compactor_bench throughput [--events N] | corpus [--dir DIR] | freshness [--rate R] [--seconds S] | promoted [--events N] [--runs R] [--corpus DIR]"
         ),
     }
 }
