@@ -24,7 +24,9 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::offsets::{self, Fence, Offsets};
 use crate::pinned::PinnedCatalog;
-use crate::schema::{Layout, TableKind, check_compatibility};
+use crate::schema::{
+    EVENT_TIME, Layout, TableKind, TimePartition, check_compatibility, time_spec_id,
+};
 
 /// Snapshot summary key: the full merged offsets map (JSON).
 pub const SUMMARY_OFFSETS: &str = "tlake.offsets";
@@ -278,12 +280,20 @@ impl LakeCatalog {
                 reason,
             }
         })?;
-        if evolution.add_columns.is_empty() {
+        if evolution.add_columns.is_empty() && evolution.partition.is_none() {
             return Ok(table);
         }
-        tracing::info!(table = %name, columns = ?evolution.add_columns.iter().map(|c| &c.name).collect::<Vec<_>>(), "adding missing optional columns");
-        self.add_columns(&table, &evolution.add_columns).await?;
-        let table = self.rest.load_table(table.identifier()).await?;
+        let mut table = table;
+        if !evolution.add_columns.is_empty() {
+            tracing::info!(table = %name, columns = ?evolution.add_columns.iter().map(|c| &c.name).collect::<Vec<_>>(), "adding missing optional columns");
+            self.add_columns(&table, &evolution.add_columns).await?;
+            table = self.rest.load_table(table.identifier()).await?;
+        }
+        if let Some(partition) = evolution.partition {
+            tracing::info!(table = %name, ?partition, "new files get a new time partitioning; old files keep theirs");
+            self.set_time_partition(&table, partition).await?;
+            table = self.rest.load_table(table.identifier()).await?;
+        }
         check_compatibility(layout, table.metadata()).map_err(|reason| Error::Incompatible {
             table: name,
             reason,
@@ -328,18 +338,72 @@ impl LakeCatalog {
                 {"action": "set-current-schema", "schema-id": -1},
             ],
         });
+        self.post_metadata_update(table, "schema", &body).await
+    }
+
+    /// Makes `partition` of event time the default spec with one REST commit
+    /// of our own (an existing spec of that shape is reused, so switching
+    /// back adds nothing). Files already written keep their spec.
+    async fn set_time_partition(&self, table: &Table, partition: TimePartition) -> Result<()> {
+        let metadata = table.metadata();
+        let event_time = metadata
+            .current_schema()
+            .field_by_name(EVENT_TIME)
+            .ok_or_else(|| {
+                unexpected(format!("{} has no {EVENT_TIME} column", table.identifier()))
+            })?
+            .id;
+        let mut updates = Vec::new();
+        let spec_id = match time_spec_id(metadata, partition) {
+            Some(id) => id,
+            None => {
+                updates.push(serde_json::json!({"action": "add-spec", "spec": {
+                    "spec-id": metadata.partition_specs_iter().map(|s| s.spec_id()).max().unwrap_or(0) + 1,
+                    "fields": [{
+                        "source-id": event_time,
+                        // Nessie requires the partition field id.
+                        "field-id": metadata.last_partition_id() + 1,
+                        "name": partition.field_name(),
+                        "transform": partition.transform().to_string(),
+                    }],
+                }}));
+                -1
+            }
+        };
+        updates.push(serde_json::json!({"action": "set-default-spec", "spec-id": spec_id}));
+        let body = serde_json::json!({
+            "identifier": {"namespace": self.namespace.as_ref(), "name": table.identifier().name()},
+            "requirements": [
+                {"type": "assert-table-uuid", "uuid": metadata.uuid().to_string()},
+                {"type": "assert-default-spec-id", "default-spec-id": metadata.default_partition_spec_id()},
+                {"type": "assert-last-assigned-partition-id", "last-assigned-partition-id": metadata.last_partition_id()},
+            ],
+            "updates": updates,
+        });
+        self.post_metadata_update(table, "partition spec", &body)
+            .await
+    }
+
+    /// Posts a metadata-only commit (schema, partition spec): applied, or an
+    /// error — a 409 as a retryable conflict, anything else naming `what`.
+    async fn post_metadata_update(
+        &self,
+        table: &Table,
+        what: &str,
+        body: &serde_json::Value,
+    ) -> Result<()> {
         match self
-            .post_table_update(table.identifier().name(), &body)
+            .post_table_update(table.identifier().name(), body)
             .await?
         {
             Posted::Applied => Ok(()),
             Posted::Conflict(text) => Err(iceberg::Error::new(
                 ErrorKind::CatalogCommitConflicts,
-                format!("schema update answered 409: {text}"),
+                format!("{what} update answered 409: {text}"),
             )
             .into()),
             Posted::Refused(status, text) | Posted::Unknown(status, text) => Err(unexpected(
-                format!("schema update answered {status}: {text}"),
+                format!("{what} update answered {status}: {text}"),
             )),
         }
     }

@@ -194,14 +194,59 @@ pub fn promoted_column(key: &str) -> String {
     name
 }
 
-/// What a table must hold: its kind's columns and the stream's promoted
-/// attributes.
+/// How a logs table partitions its files: by the day or the hour of the
+/// event time. Changing it evolves the table's spec; files written before
+/// keep theirs and stay valid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimePartition {
+    /// `day(event_time)`, field `event_day` (the default).
+    #[default]
+    Day,
+    /// `hour(event_time)`, field `event_hour`: for streams whose queries
+    /// look at the last hours, or whose days make too many files per partition.
+    Hour,
+}
+
+impl TimePartition {
+    /// The partition transform.
+    pub fn transform(self) -> Transform {
+        match self {
+            TimePartition::Day => Transform::Day,
+            TimePartition::Hour => Transform::Hour,
+        }
+    }
+
+    /// The partition field's name.
+    pub fn field_name(self) -> &'static str {
+        match self {
+            TimePartition::Day => EVENT_DAY,
+            TimePartition::Hour => EVENT_HOUR,
+        }
+    }
+
+    fn of(transform: Transform) -> Option<Self> {
+        match transform {
+            Transform::Day => Some(TimePartition::Day),
+            Transform::Hour => Some(TimePartition::Hour),
+            _ => None,
+        }
+    }
+}
+
+/// Name of the partition field `hour(event_time)`.
+pub const EVENT_HOUR: &str = "event_hour";
+
+/// What a table must hold: its kind's columns, the stream's promoted
+/// attributes and (logs) its time partitioning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// Logs or dead letters.
     pub kind: TableKind,
     /// Attributes in columns of their own (logs only).
     pub promoted: Vec<PromotedAttribute>,
+    /// Day or hour partitions (logs only).
+    pub partition: TimePartition,
 }
 
 impl From<TableKind> for Layout {
@@ -209,6 +254,7 @@ impl From<TableKind> for Layout {
         Self {
             kind,
             promoted: Vec::new(),
+            partition: TimePartition::Day,
         }
     }
 }
@@ -218,6 +264,9 @@ impl From<TableKind> for Layout {
 pub struct Evolution {
     /// Optional columns to add (their ids are assigned when added).
     pub add_columns: Vec<NestedFieldRef>,
+    /// The time partitioning new files must get, when it is not the
+    /// table's default spec yet.
+    pub partition: Option<TimePartition>,
 }
 
 /// Compares an existing table with `layout`. `Ok` lists the additive
@@ -286,15 +335,24 @@ pub fn check_compatibility(layout: &Layout, metadata: &TableMetadata) -> Result<
         }
     }
     let spec = metadata.default_partition_spec();
+    let mut partition = None;
     let spec_ok = match kind {
-        TableKind::Logs => {
-            let fields = spec.fields();
-            fields.len() == 1
-                && fields[0].transform == Transform::Day
-                && theirs
-                    .field_by_id(fields[0].source_id)
-                    .is_some_and(|f| f.name == EVENT_TIME)
-        }
+        TableKind::Logs => match spec.fields() {
+            [field]
+                if theirs
+                    .field_by_id(field.source_id)
+                    .is_some_and(|f| f.name == EVENT_TIME) =>
+            {
+                match TimePartition::of(field.transform) {
+                    Some(current) => {
+                        partition = (current != layout.partition).then_some(layout.partition);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => false,
+        },
         TableKind::DeadLetters => spec.fields().is_empty(),
     };
     if !spec_ok {
@@ -305,12 +363,29 @@ pub fn check_compatibility(layout: &Layout, metadata: &TableMetadata) -> Result<
                 .map(|f| format!("{}({})", f.transform, f.source_id))
                 .collect::<Vec<_>>(),
             match kind {
-                TableKind::Logs => "day(event_time)",
+                TableKind::Logs => "day(event_time) or hour(event_time)",
                 TableKind::DeadLetters => "unpartitioned",
             }
         ));
     }
-    Ok(Evolution { add_columns })
+    Ok(Evolution {
+        add_columns,
+        partition,
+    })
+}
+
+/// The id of a spec of `metadata` that is exactly `partition` of event
+/// time, if the table has one (switching back reuses it).
+pub fn time_spec_id(metadata: &TableMetadata, partition: TimePartition) -> Option<i32> {
+    let event_time = metadata.current_schema().field_by_name(EVENT_TIME)?.id;
+    metadata
+        .partition_specs_iter()
+        .find_map(|spec| match spec.fields() {
+            [f] if f.source_id == event_time && f.transform == partition.transform() => {
+                Some(spec.spec_id())
+            }
+            _ => None,
+        })
 }
 
 /// Type equality ignoring nested field ids (which the catalog assigns).
@@ -361,7 +436,8 @@ mod tests {
             assert_eq!(
                 check_compatibility(&kind.into(), &m),
                 Ok(Evolution {
-                    add_columns: vec![]
+                    add_columns: vec![],
+                    partition: None,
                 })
             );
         }
@@ -406,7 +482,7 @@ mod tests {
     #[test]
     fn wrong_partitioning_is_refused() {
         let spec = UnboundPartitionSpec::builder()
-            .add_partition_field(2, "h", Transform::Hour)
+            .add_partition_field(2, "m", Transform::Month)
             .expect("spec")
             .build();
         let err = check_compatibility(
@@ -414,7 +490,34 @@ mod tests {
             &metadata(TableKind::Logs.schema(), spec),
         )
         .expect_err("must refuse");
-        assert!(err.contains("day(event_time)"), "{err}");
+        assert!(err.contains("day(event_time) or hour(event_time)"), "{err}");
+    }
+
+    #[test]
+    fn a_changed_time_partitioning_is_an_evolution_and_an_existing_spec_is_reused() {
+        let hourly = Layout {
+            partition: TimePartition::Hour,
+            ..TableKind::Logs.into()
+        };
+        let daily_table = metadata(TableKind::Logs.schema(), TableKind::Logs.partition_spec());
+        let evolution = check_compatibility(&hourly, &daily_table).expect("compatible");
+        assert_eq!(evolution.partition, Some(TimePartition::Hour));
+        assert_eq!(time_spec_id(&daily_table, TimePartition::Day), Some(0));
+        assert_eq!(time_spec_id(&daily_table, TimePartition::Hour), None);
+
+        let hour_spec = UnboundPartitionSpec::builder()
+            .add_partition_field(2, EVENT_HOUR, Transform::Hour)
+            .expect("spec")
+            .build();
+        let hourly_table = metadata(TableKind::Logs.schema(), hour_spec);
+        assert_eq!(
+            check_compatibility(&hourly, &hourly_table).map(|e| e.partition),
+            Ok(None)
+        );
+        assert_eq!(
+            check_compatibility(&TableKind::Logs.into(), &hourly_table).map(|e| e.partition),
+            Ok(Some(TimePartition::Day))
+        );
     }
 
     #[test]
@@ -436,11 +539,11 @@ mod tests {
     #[test]
     fn promoted_attributes_are_added_with_their_key_as_doc_and_cannot_change_type() {
         let layout = |kind| Layout {
-            kind: TableKind::Logs,
             promoted: vec![PromotedAttribute {
                 key: "http.status_code".into(),
                 kind,
             }],
+            ..TableKind::Logs.into()
         };
         let m = metadata(TableKind::Logs.schema(), TableKind::Logs.partition_spec());
         let evolution = check_compatibility(&layout(AttributeType::Long), &m).expect("compatible");
@@ -473,11 +576,11 @@ mod tests {
         let err = check_compatibility(&layout(AttributeType::String), &m).expect_err("type");
         assert!(err.contains("cannot change"), "{err}");
         let other = Layout {
-            kind: TableKind::Logs,
             promoted: vec![PromotedAttribute {
                 key: "http-status_code".into(),
                 kind: AttributeType::Long,
             }],
+            ..TableKind::Logs.into()
         };
         let err = check_compatibility(&other, &m).expect_err("another key's column");
         assert!(err.contains("does not promote"), "{err}");

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use tlake_catalog_client::{AttributeType, DEAD_LETTER_TABLE};
+use tlake_catalog_client::{AttributeType, DEAD_LETTER_TABLE, TimePartition};
 
 /// Prefix of environment variables, e.g. `TLAKE_COMPACTOR_KAFKA__BROKERS`.
 pub const ENV_PREFIX: &str = "TLAKE_COMPACTOR_";
@@ -38,6 +38,9 @@ pub struct Config {
     /// Attributes each stream stores in typed columns of their own:
     /// stream → attribute key → type (`[promote.app]` `"http.status_code" = "long"`).
     pub promote: BTreeMap<String, BTreeMap<String, AttributeType>>,
+    /// Streams partitioned by the hour of event time instead of the day
+    /// (`[partition_by]` `app = "hour"`); a change applies to new files.
+    pub partition_by: BTreeMap<String, TimePartition>,
 }
 
 /// Kafka consumer settings.
@@ -185,6 +188,7 @@ impl Default for Config {
             flush: FlushConfig::default(),
             maintenance: MaintenanceConfig::default(),
             promote: BTreeMap::new(),
+            partition_by: BTreeMap::new(),
         }
     }
 }
@@ -325,22 +329,18 @@ impl Config {
         if !(100..=600_000).contains(&self.flush.max_latency_ms) {
             return invalid("flush.max_latency_ms", "must be between 100 and 600000");
         }
-        self.validate_promote()?;
+        self.validate_streams()?;
         self.maintenance.validate()
     }
 
-    fn validate_promote(&self) -> Result<(), ConfigError> {
+    /// The per-stream sections: `partition_by` and `promote`.
+    fn validate_streams(&self) -> Result<(), ConfigError> {
         const KEY: &str = "promote";
+        for stream in self.partition_by.keys() {
+            check_log_stream("partition_by", stream)?;
+        }
         for (stream, keys) in &self.promote {
-            if !tlake_proto::contract::is_stream_name(stream) || stream == DEAD_LETTER_TABLE {
-                return Err(ConfigError::invalid(
-                    KEY,
-                    format!(
-                        "{stream:?} is not a stream name (lower-case letters, digits and '_', \
-                         starting with a letter; not {DEAD_LETTER_TABLE})"
-                    ),
-                ));
-            }
+            check_log_stream(KEY, stream)?;
             let mut columns: BTreeMap<String, &str> = BTreeMap::new();
             for key in keys.keys() {
                 if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
@@ -371,6 +371,20 @@ impl Config {
     pub fn max_latency(&self) -> Duration {
         Duration::from_millis(self.flush.max_latency_ms)
     }
+}
+
+/// `stream` names a logs table (not the dead letters), for the per-stream key `key`.
+fn check_log_stream(key: &'static str, stream: &str) -> Result<(), ConfigError> {
+    if !tlake_proto::contract::is_stream_name(stream) || stream == DEAD_LETTER_TABLE {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "{stream:?} is not a stream name (lower-case letters, digits and '_', starting \
+                 with a letter; not {DEAD_LETTER_TABLE})"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl MaintenanceConfig {
@@ -645,6 +659,15 @@ mod tests {
         .expect("valid");
         assert_eq!(c.promote["app"]["http.status_code"], AttributeType::Long);
         assert_eq!(c.promote["audit"]["at"], AttributeType::Timestamp);
+
+        let c = load_toml("[partition_by]\napp = \"hour\"\naudit = \"day\"\n").expect("valid");
+        assert_eq!(c.partition_by["app"], TimePartition::Hour);
+        let err = load_toml("[partition_by]\napp = \"minute\"\n").expect_err("unknown");
+        assert!(err.to_string().contains("hour"), "{err}");
+        match load_toml("[partition_by]\ndead_letters = \"hour\"\n") {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "partition_by"),
+            other => panic!("expected Invalid(partition_by), got {other:?}"),
+        }
 
         let err = load_toml("[promote.app]\n\"a\" = \"int\"\n").expect_err("unknown type");
         let text = err.to_string();

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tlake_catalog_client::iceberg::table::Table;
-use tlake_catalog_client::{AttributeType, Layout, PromotedAttribute, TableKind};
+use tlake_catalog_client::{AttributeType, Layout, PromotedAttribute, TableKind, TimePartition};
 
 use crate::buffer::Buffers;
 use crate::config::Config;
@@ -23,11 +23,14 @@ pub struct Tables {
     window_ids: usize,
     /// `promote` of the configuration: stream → key → type.
     promote: BTreeMap<String, BTreeMap<String, AttributeType>>,
+    /// `partition_by` of the configuration.
+    partition_by: BTreeMap<String, TimePartition>,
 }
 
 impl Tables {
     /// No table loaded yet; windows seeded with `config`'s dedup window;
-    /// log tables given the columns of the attributes it promotes.
+    /// log tables given the columns of the attributes it promotes and its
+    /// time partitioning.
     pub fn new(config: &Config) -> Self {
         Self {
             loaded: HashMap::new(),
@@ -35,6 +38,7 @@ impl Tables {
             window_flushes: config.flush.dedup_window_flushes as usize,
             window_ids: usize::try_from(config.flush.dedup_window_ids).unwrap_or(usize::MAX),
             promote: config.promote.clone(),
+            partition_by: config.partition_by.clone(),
         }
     }
 
@@ -53,7 +57,15 @@ impl Tables {
                 .collect(),
             TableKind::DeadLetters => Vec::new(),
         };
-        Layout { kind, promoted }
+        let partition = match kind {
+            TableKind::Logs => self.partition_by.get(name).copied().unwrap_or_default(),
+            TableKind::DeadLetters => TimePartition::Day,
+        };
+        Layout {
+            kind,
+            promoted,
+            partition,
+        }
     }
 
     /// The table, created or checked (and evolved) on first use; a log
