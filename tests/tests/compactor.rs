@@ -415,17 +415,22 @@ async fn existing_tables_are_evolved_additively_or_refused() {
         schema.field_by_name("kafka_offset").is_some()
             && schema.field_by_name("attributes").is_some()
     );
-    // A layout we cannot write (hourly partitions) is refused, clearly.
+    // A layout we cannot write (monthly partitions; day and hour are ours) is
+    // refused, clearly.
     let wrong = tlake_tests::lake::unique_stream("refuse");
     catalog
         .iceberg()
-        .create_table(catalog.namespace(), create(&wrong, &[], Transform::Hour))
+        .create_table(catalog.namespace(), create(&wrong, &[], Transform::Month))
         .await
         .expect("create wrong layout");
     match catalog.ensure_table(&wrong, TableKind::Logs).await {
         Err(e @ Error::Incompatible { .. }) => {
             assert!(!e.retryable());
-            assert!(e.to_string().contains("day(event_time)"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("day(event_time) or hour(event_time)"),
+                "{e}"
+            );
         }
         other => panic!("expected Incompatible, got {other:?}"),
     }
