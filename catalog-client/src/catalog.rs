@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 use crate::offsets::{self, Fence, Offsets};
 use crate::pinned::PinnedCatalog;
 use crate::schema::{
-    EVENT_TIME, Layout, TableKind, TimePartition, check_compatibility, time_spec_id,
+    EVENT_TIME, Layout, SortBy, TableKind, TimePartition, check_compatibility, sort_order_id,
+    time_spec_id,
 };
 
 /// Snapshot summary key: the full merged offsets map (JSON).
@@ -280,7 +281,10 @@ impl LakeCatalog {
                 reason,
             }
         })?;
-        if evolution.add_columns.is_empty() && evolution.partition.is_none() {
+        if evolution.add_columns.is_empty()
+            && evolution.partition.is_none()
+            && evolution.sort.is_none()
+        {
             return Ok(table);
         }
         let mut table = table;
@@ -292,6 +296,11 @@ impl LakeCatalog {
         if let Some(partition) = evolution.partition {
             tracing::info!(table = %name, ?partition, "new files get a new time partitioning; old files keep theirs");
             self.set_time_partition(&table, partition).await?;
+            table = self.rest.load_table(table.identifier()).await?;
+        }
+        if let Some(sort) = evolution.sort {
+            tracing::info!(table = %name, ?sort, "new files are written in a new sort order; old files keep theirs");
+            self.set_sort_order(&table, sort).await?;
             table = self.rest.load_table(table.identifier()).await?;
         }
         check_compatibility(layout, table.metadata()).map_err(|reason| Error::Incompatible {
@@ -382,6 +391,46 @@ impl LakeCatalog {
         });
         self.post_metadata_update(table, "partition spec", &body)
             .await
+    }
+
+    /// Makes `sort` the default sort order with one REST commit of our own
+    /// (an existing order of that shape is reused).
+    async fn set_sort_order(&self, table: &Table, sort: SortBy) -> Result<()> {
+        let metadata = table.metadata();
+        let schema = metadata.current_schema();
+        let mut updates = Vec::new();
+        let order_id = match sort_order_id(metadata, sort) {
+            Some(id) => id,
+            None => {
+                let mut fields = Vec::new();
+                for column in sort.columns() {
+                    let field = schema.field_by_name(column).ok_or_else(|| {
+                        unexpected(format!("{} has no {column} column", table.identifier()))
+                    })?;
+                    fields.push(serde_json::json!({
+                        "source-id": field.id, "transform": "identity",
+                        "direction": "asc", "null-order": "nulls-first",
+                    }));
+                }
+                updates.push(serde_json::json!({"action": "add-sort-order", "sort-order": {
+                    "order-id": metadata.sort_orders_iter().map(|o| o.order_id).max().unwrap_or(0) + 1,
+                    "fields": fields,
+                }}));
+                -1
+            }
+        };
+        updates.push(
+            serde_json::json!({"action": "set-default-sort-order", "sort-order-id": order_id}),
+        );
+        let body = serde_json::json!({
+            "identifier": {"namespace": self.namespace.as_ref(), "name": table.identifier().name()},
+            "requirements": [
+                {"type": "assert-table-uuid", "uuid": metadata.uuid().to_string()},
+                {"type": "assert-current-schema-id", "current-schema-id": metadata.current_schema_id()},
+            ],
+            "updates": updates,
+        });
+        self.post_metadata_update(table, "sort order", &body).await
     }
 
     /// Posts a metadata-only commit (schema, partition spec): applied, or an

@@ -31,7 +31,7 @@ pub use catalog::{
 pub use error::{Error, Result};
 pub use iceberg;
 pub use offsets::{Fence, Offsets};
-pub use schema::{AttributeType, Layout, PromotedAttribute, TableKind, TimePartition};
+pub use schema::{AttributeType, Layout, PromotedAttribute, SortBy, TableKind, TimePartition};
 
 /// Name of the dead-letter table in the namespace.
 pub use tlake_proto::contract::DEAD_LETTER_TABLE;

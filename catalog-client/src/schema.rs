@@ -237,6 +237,71 @@ impl TimePartition {
 /// Name of the partition field `hour(event_time)`.
 pub const EVENT_HOUR: &str = "event_hour";
 
+/// The order rows are written in within a partition (a logs table's sort
+/// order). Changing it evolves the table's default sort order; files
+/// written before keep the order they were written in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SortBy {
+    /// `(service, event_time)` (the default): a service's rows together,
+    /// so a filter on `service` reads few row groups.
+    #[default]
+    #[serde(rename = "service,event_time")]
+    ServiceTime,
+    /// `(event_time)` alone: for streams queried by time across services.
+    #[serde(rename = "event_time")]
+    Time,
+}
+
+impl SortBy {
+    /// The sort columns, in order.
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            SortBy::ServiceTime => &[SERVICE, EVENT_TIME],
+            SortBy::Time => &[EVENT_TIME],
+        }
+    }
+
+    /// The table's default sort order as one of ours (anything else, e.g.
+    /// unsorted, is taken as the default the compactor writes).
+    pub fn of(metadata: &TableMetadata) -> Self {
+        let order = metadata.default_sort_order();
+        let schema = metadata.current_schema();
+        let names: Vec<&str> = order
+            .fields
+            .iter()
+            .filter_map(|f| schema.field_by_id(f.source_id).map(|c| c.name.as_str()))
+            .collect();
+        if names == SortBy::Time.columns() {
+            SortBy::Time
+        } else {
+            SortBy::ServiceTime
+        }
+    }
+
+    /// Whether `order` is exactly this one (identity, ascending, nulls first).
+    fn is(self, order: &SortOrder, schema: &Schema) -> bool {
+        let columns = self.columns();
+        order.fields.len() == columns.len()
+            && order.fields.iter().zip(columns).all(|(f, c)| {
+                f.transform == Transform::Identity
+                    && f.direction == SortDirection::Ascending
+                    && f.null_order == NullOrder::First
+                    && schema
+                        .field_by_id(f.source_id)
+                        .is_some_and(|x| x.name == *c)
+            })
+    }
+}
+
+/// The id of a sort order of `metadata` that is exactly `sort`, if any.
+pub fn sort_order_id(metadata: &TableMetadata, sort: SortBy) -> Option<i64> {
+    let schema = metadata.current_schema();
+    metadata
+        .sort_orders_iter()
+        .find(|o| sort.is(o, schema))
+        .map(|o| o.order_id)
+}
+
 /// What a table must hold: its kind's columns, the stream's promoted
 /// attributes and (logs) its time partitioning.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +312,8 @@ pub struct Layout {
     pub promoted: Vec<PromotedAttribute>,
     /// Day or hour partitions (logs only).
     pub partition: TimePartition,
+    /// The order rows are written in (logs only).
+    pub sort: SortBy,
 }
 
 impl From<TableKind> for Layout {
@@ -255,6 +322,7 @@ impl From<TableKind> for Layout {
             kind,
             promoted: Vec::new(),
             partition: TimePartition::Day,
+            sort: SortBy::ServiceTime,
         }
     }
 }
@@ -267,6 +335,9 @@ pub struct Evolution {
     /// The time partitioning new files must get, when it is not the
     /// table's default spec yet.
     pub partition: Option<TimePartition>,
+    /// The sort order new files are written in, when it is not the table's
+    /// default sort order yet.
+    pub sort: Option<SortBy>,
 }
 
 /// Compares an existing table with `layout`. `Ok` lists the additive
@@ -368,9 +439,12 @@ pub fn check_compatibility(layout: &Layout, metadata: &TableMetadata) -> Result<
             }
         ));
     }
+    let sort = (kind == TableKind::Logs && !layout.sort.is(metadata.default_sort_order(), theirs))
+        .then_some(layout.sort);
     Ok(Evolution {
         add_columns,
         partition,
+        sort,
     })
 }
 
@@ -414,11 +488,20 @@ fn same_shape(a: &Type, b: &Type) -> bool {
 mod tests {
     use super::*;
 
+    /// Table metadata as the compactor creates it: a logs schema (one with
+    /// `service` and `event_time`) gets the logs sort order.
     fn metadata(schema: Schema, spec: UnboundPartitionSpec) -> TableMetadata {
+        let order = if schema.field_by_name(SERVICE).is_some()
+            && schema.field_by_name(EVENT_TIME).is_some()
+        {
+            TableKind::Logs.sort_order()
+        } else {
+            SortOrder::unsorted_order()
+        };
         iceberg::spec::TableMetadataBuilder::new(
             schema,
             spec,
-            SortOrder::unsorted_order(),
+            order,
             "s3://b/t".to_owned(),
             FormatVersion::V2,
             Default::default(),
@@ -438,6 +521,7 @@ mod tests {
                 Ok(Evolution {
                     add_columns: vec![],
                     partition: None,
+                    sort: None,
                 })
             );
         }
@@ -584,6 +668,26 @@ mod tests {
         };
         let err = check_compatibility(&other, &m).expect_err("another key's column");
         assert!(err.contains("does not promote"), "{err}");
+    }
+
+    #[test]
+    fn a_changed_sort_order_is_an_evolution() {
+        let by_time = Layout {
+            sort: SortBy::Time,
+            ..TableKind::Logs.into()
+        };
+        let m = metadata(TableKind::Logs.schema(), TableKind::Logs.partition_spec());
+        assert_eq!(SortBy::of(&m), SortBy::ServiceTime);
+        assert_eq!(sort_order_id(&m, SortBy::ServiceTime), Some(1));
+        assert_eq!(sort_order_id(&m, SortBy::Time), None);
+        assert_eq!(
+            check_compatibility(&by_time, &m).map(|e| e.sort),
+            Ok(Some(SortBy::Time))
+        );
+        assert_eq!(
+            check_compatibility(&TableKind::Logs.into(), &m).map(|e| e.sort),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! buffer: records waiting to be flushed, per table; which events a flush
 //! writes (the first copy of each event id, none committed recently) and in
-//! which order (day, service, event_time), decided by a sort in DuckDB.
+//! which order — (day, service, event_time), or (day, event_time) for a
+//! stream sorted by time alone — decided by a sort in DuckDB.
 //!
 //! What is kept: the records' encoded bytes in a reused [`Arena`], and one
 //! small fixed-width key row per event — (row, day, service number, event
@@ -26,6 +27,7 @@ use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{FixedSizeBinaryArray, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use duckdb::Connection;
+use tlake_catalog_client::SortBy;
 use tlake_record_reader::decode::{EventKey, RecordInfo, Scanned};
 
 use crate::write::{Part, WriteError};
@@ -320,8 +322,9 @@ impl Buffers {
 
     /// The order `table`'s buffered rows are written in: deduplicated
     /// (first of each id, none already committed recently), by day, then
-    /// service, then event time — DuckDB's sort of the key rows.
-    pub fn flush_order(&mut self, table: &str) -> Result<FlushOrder, BufferError> {
+    /// `sort` (service, then event time; or event time) — DuckDB's sort of
+    /// the key rows.
+    pub fn flush_order(&mut self, table: &str, sort: SortBy) -> Result<FlushOrder, BufferError> {
         let Some(buffer) = self.tables.get_mut(table) else {
             return Ok(FlushOrder::default());
         };
@@ -331,12 +334,17 @@ impl Buffers {
         append_keys(&self.db, buffer)?;
         let b = &buffer.sql_name;
         // Sort on integers only: services by the rank of their name.
-        let sql = format!(
-            "WITH ranked AS (SELECT id, row_number() OVER (ORDER BY name NULLS FIRST) AS rank \
-                             FROM {b}_svc) \
-             SELECT k.idx, k.day FROM {b} k JOIN ranked s ON s.id = k.svc \
-             ORDER BY k.day, s.rank, k.event_time, k.idx"
-        );
+        let sql = match sort {
+            SortBy::ServiceTime => format!(
+                "WITH ranked AS (SELECT id, row_number() OVER (ORDER BY name NULLS FIRST) AS rank \
+                                 FROM {b}_svc) \
+                 SELECT k.idx, k.day FROM {b} k JOIN ranked s ON s.id = k.svc \
+                 ORDER BY k.day, s.rank, k.event_time, k.idx"
+            ),
+            SortBy::Time => {
+                format!("SELECT idx, day FROM {b} ORDER BY day, event_time, idx")
+            }
+        };
         let mut stmt = self.db.prepare(&sql)?;
         let mut order = FlushOrder::default();
         for chunk in stmt.query_arrow([])? {
@@ -655,7 +663,9 @@ mod tests {
     }
 
     fn flush(buffers: &mut Buffers) -> Vec<(Option<i32>, Vec<u8>, Vec<String>)> {
-        let order = buffers.flush_order("default").expect("flush order");
+        let order = buffers
+            .flush_order("default", SortBy::ServiceTime)
+            .expect("flush order");
         let target = target();
         buffers
             .parts("default", &order, &target)

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use tlake_catalog_client::{AttributeType, DEAD_LETTER_TABLE, TimePartition};
+use tlake_catalog_client::{AttributeType, DEAD_LETTER_TABLE, SortBy, TimePartition};
 
 /// Prefix of environment variables, e.g. `TLAKE_COMPACTOR_KAFKA__BROKERS`.
 pub const ENV_PREFIX: &str = "TLAKE_COMPACTOR_";
@@ -41,6 +41,9 @@ pub struct Config {
     /// Streams partitioned by the hour of event time instead of the day
     /// (`[partition_by]` `app = "hour"`); a change applies to new files.
     pub partition_by: BTreeMap<String, TimePartition>,
+    /// Streams written in another order than (service, event_time)
+    /// (`[sort_by]` `app = "event_time"`); a change applies to new files.
+    pub sort_by: BTreeMap<String, SortBy>,
 }
 
 /// Kafka consumer settings.
@@ -189,6 +192,7 @@ impl Default for Config {
             maintenance: MaintenanceConfig::default(),
             promote: BTreeMap::new(),
             partition_by: BTreeMap::new(),
+            sort_by: BTreeMap::new(),
         }
     }
 }
@@ -333,11 +337,14 @@ impl Config {
         self.maintenance.validate()
     }
 
-    /// The per-stream sections: `partition_by` and `promote`.
+    /// The per-stream sections: `partition_by`, `sort_by` and `promote`.
     fn validate_streams(&self) -> Result<(), ConfigError> {
         const KEY: &str = "promote";
         for stream in self.partition_by.keys() {
             check_log_stream("partition_by", stream)?;
+        }
+        for stream in self.sort_by.keys() {
+            check_log_stream("sort_by", stream)?;
         }
         for (stream, keys) in &self.promote {
             check_log_stream(KEY, stream)?;
@@ -662,6 +669,12 @@ mod tests {
 
         let c = load_toml("[partition_by]\napp = \"hour\"\naudit = \"day\"\n").expect("valid");
         assert_eq!(c.partition_by["app"], TimePartition::Hour);
+        let c = load_toml("[sort_by]\napp = \"event_time\"\nweb = \"service,event_time\"\n")
+            .expect("valid");
+        assert_eq!(c.sort_by["app"], SortBy::Time);
+        assert_eq!(c.sort_by["web"], SortBy::ServiceTime);
+        let err = load_toml("[sort_by]\napp = \"severity\"\n").expect_err("unknown");
+        assert!(err.to_string().contains("event_time"), "{err}");
         let err = load_toml("[partition_by]\napp = \"minute\"\n").expect_err("unknown");
         assert!(err.to_string().contains("hour"), "{err}");
         match load_toml("[partition_by]\ndead_letters = \"hour\"\n") {

@@ -89,7 +89,7 @@ impl Pipeline {
             let target = Arc::new(target);
             let order = self
                 .buffers
-                .flush_order(&name)
+                .flush_order(&name, self.tables.sort_by(&name))
                 .map_err(PipelineError::from)?;
             let rows = order.len() as u64;
             if let Some(moves) = self.positions.moves(&name, &cut) {

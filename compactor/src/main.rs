@@ -47,6 +47,10 @@ struct MaintainArgs {
     /// Report what would be done; write, commit and delete nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Also rewrite the files written under an older partition spec into the
+    /// table's current one (after a `[partition_by]` change).
+    #[arg(long)]
+    relayout: bool,
 }
 
 fn main() -> ExitCode {
@@ -130,6 +134,7 @@ fn maintain(config: &Config, args: MaintainArgs) -> ExitCode {
     let options = MaintainOptions {
         table: args.table,
         dry_run: args.dry_run,
+        relayout: args.relayout,
     };
     match runtime.block_on(tlake_compactor::maintain::maintain(config, &options)) {
         Ok(run) => {

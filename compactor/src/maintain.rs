@@ -33,13 +33,13 @@ use futures::{StreamExt, TryStreamExt};
 use iceberg::ErrorKind;
 use iceberg::spec::{DataFile, Struct};
 use iceberg::table::Table;
-use tlake_catalog_client::LakeCatalog;
 use tlake_catalog_client::maintenance::{
     DropPlan, ExpireReport, LiveFile, MergeOutcome, OrphanPolicy, OrphanReport, ReplaceOutcome,
     Retention, RetentionOutcome, live_data_files, manifest_counts,
 };
 use tlake_catalog_client::read::{FileToRead, read_data_file};
 use tlake_catalog_client::schema::{EVENT_TIME, SERVICE};
+use tlake_catalog_client::{LakeCatalog, SortBy};
 
 use crate::config::{Config, ConfigError, MaintenanceConfig};
 use crate::write::{Part, WriteError, Written, write_files};
@@ -56,6 +56,10 @@ pub struct MaintainOptions {
     pub table: Option<String>,
     /// Plan and report only: write, commit and delete nothing.
     pub dry_run: bool,
+    /// Also rewrite the files written under an older partition spec into
+    /// the table's current one (a partition change applies to new files
+    /// only until this is asked for).
+    pub relayout: bool,
 }
 
 /// Why maintenance stopped.
@@ -88,7 +92,8 @@ pub enum MaintainError {
     },
 }
 
-/// One partition's small files, rewritten by one replace commit.
+/// One partition's files (small ones, or ones of an older partition spec),
+/// rewritten by one replace commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RewriteGroup {
     /// The partition tuple.
@@ -208,7 +213,9 @@ pub struct TableReport {
     pub dry_run: bool,
     /// Step 0.
     pub retention: RetentionReport,
-    /// Step 1.
+    /// Step 1a, when asked for (`--relayout`).
+    pub relayout: Option<RewriteReport>,
+    /// Step 1b.
     pub rewrite: RewriteReport,
     /// Step 2.
     pub merge: MergeReport,
@@ -218,6 +225,25 @@ pub struct TableReport {
     pub orphans: OrphanReport,
 }
 
+impl fmt::Display for RewriteReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} partition group(s), files {} -> {}, bytes {} -> {}, rows {}, commits {}, conflicts retried {}, abandoned {}, unknown {}",
+            self.groups,
+            self.files_before,
+            self.files_after,
+            self.bytes_before,
+            self.bytes_after,
+            self.rows,
+            self.commits,
+            self.conflicts,
+            self.abandoned,
+            self.unknown
+        )
+    }
+}
+
 impl fmt::Display for TableReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.rewrite;
@@ -225,20 +251,10 @@ impl fmt::Display for TableReport {
         let would = if self.dry_run { " (dry run)" } else { "" };
         writeln!(f, "table {}{would}", self.table)?;
         writeln!(f, "  {}", self.retention)?;
-        writeln!(
-            f,
-            "  rewrite: {} partition group(s), files {} -> {}, bytes {} -> {}, rows {}, commits {}, conflicts retried {}, abandoned {}, unknown {}",
-            r.groups,
-            r.files_before,
-            r.files_after,
-            r.bytes_before,
-            r.bytes_after,
-            r.rows,
-            r.commits,
-            r.conflicts,
-            r.abandoned,
-            r.unknown
-        )?;
+        if let Some(relayout) = &self.relayout {
+            writeln!(f, "  relayout (older partition specs): {relayout}")?;
+        }
+        writeln!(f, "  rewrite: {r}")?;
         let m = &self.merge;
         writeln!(
             f,
@@ -298,7 +314,7 @@ pub async fn maintain(
     };
     let mut run = MaintainRun::default();
     for table in tables {
-        match maintain_table(&catalog, &config.maintenance, &table, options.dry_run).await {
+        match maintain_table(&catalog, &config.maintenance, &table, options).await {
             Ok(report) => run.reports.push(report),
             Err(e @ MaintainError::NoSuchTable { .. }) if options.table.is_some() => return Err(e),
             Err(e) => run.failed.push((table, e)),
@@ -307,13 +323,14 @@ pub async fn maintain(
     Ok(run)
 }
 
-/// The five steps on one table.
+/// The five steps on one table (six with `relayout`).
 pub async fn maintain_table(
     catalog: &LakeCatalog,
     settings: &MaintenanceConfig,
     table: &str,
-    dry_run: bool,
+    options: &MaintainOptions,
 ) -> Result<TableReport, MaintainError> {
+    let dry_run = options.dry_run;
     // A clear error for a wrong name, before anything else.
     if let Err(e) = catalog.load_table(table).await {
         return Err(match e {
@@ -327,6 +344,12 @@ pub async fn maintain_table(
         });
     }
     let retention = drop_expired_days(catalog, settings, table, dry_run).await?;
+    // Before the small files: what it writes is small files of the current
+    // spec, merged by the next step.
+    let relayout = match options.relayout {
+        true => Some(rewrite_older_specs(catalog, settings, table, dry_run).await?),
+        false => None,
+    };
     let rewrite = rewrite_small_files(catalog, settings, table, dry_run).await?;
     // After the rewrite, so that its manifests are merged too.
     let merge = merge_manifests(catalog, settings, table, dry_run).await?;
@@ -349,6 +372,7 @@ pub async fn maintain_table(
         table: table.to_owned(),
         dry_run,
         retention,
+        relayout,
         rewrite,
         merge,
         expire,
@@ -465,7 +489,25 @@ pub async fn merge_manifests(
     )
 }
 
-/// Step 1 on one table: every group [`plan_rewrites`] finds, one replace
+/// Step 1a on one table (asked for by `--relayout`): every group
+/// [`plan_relayout`] finds, one replace commit each.
+pub async fn rewrite_older_specs(
+    catalog: &LakeCatalog,
+    settings: &MaintenanceConfig,
+    table: &str,
+    dry_run: bool,
+) -> Result<RewriteReport, MaintainError> {
+    let loaded = catalog.load_table(table).await?;
+    let files = live_data_files(&loaded).await?;
+    let groups = plan_relayout(
+        &files,
+        loaded.metadata().default_partition_spec_id(),
+        settings,
+    );
+    rewrite_groups(catalog, settings, loaded, groups, dry_run).await
+}
+
+/// Step 1b on one table: every group [`plan_rewrites`] finds, one replace
 /// commit each.
 pub async fn rewrite_small_files(
     catalog: &LakeCatalog,
@@ -473,13 +515,27 @@ pub async fn rewrite_small_files(
     table: &str,
     dry_run: bool,
 ) -> Result<RewriteReport, MaintainError> {
-    let mut loaded = catalog.load_table(table).await?;
+    let loaded = catalog.load_table(table).await?;
     let files = live_data_files(&loaded).await?;
     let groups = plan_rewrites(
         &files,
         loaded.metadata().default_partition_spec_id(),
         settings,
     );
+    rewrite_groups(catalog, settings, loaded, groups, dry_run).await
+}
+
+/// Rewrites each group (read, sort by the table's order, write in its
+/// current spec) and replaces its files with one commit per group.
+async fn rewrite_groups(
+    catalog: &LakeCatalog,
+    settings: &MaintenanceConfig,
+    mut loaded: Table,
+    groups: Vec<RewriteGroup>,
+    dry_run: bool,
+) -> Result<RewriteReport, MaintainError> {
+    let table = loaded.identifier().name().to_owned();
+    let table = table.as_str();
     let mut report = RewriteReport {
         groups: groups.len(),
         ..Default::default()
@@ -540,29 +596,64 @@ pub fn plan_rewrites(
             by_partition.entry(f.partition()).or_default().push(f);
         }
     }
-    let mut groups = Vec::new();
-    for (partition, mut small) in by_partition {
-        small.sort_by(|a, b| a.file_path().cmp(b.file_path()));
-        let mut chunk: Vec<DataFile> = Vec::new();
-        let mut bytes = 0u64;
-        for file in small {
-            if !chunk.is_empty() && bytes + file.file_size_in_bytes() > settings.max_rewrite_bytes {
-                groups.push(RewriteGroup {
-                    partition: partition.clone(),
-                    files: std::mem::take(&mut chunk),
-                });
-                bytes = 0;
-            }
-            bytes += file.file_size_in_bytes();
-            chunk.push(file.clone());
-        }
-        groups.push(RewriteGroup {
-            partition: partition.clone(),
-            files: chunk,
-        });
-    }
+    let mut groups: Vec<RewriteGroup> = by_partition
+        .into_iter()
+        .flat_map(|(partition, files)| chunks(partition, files, settings.max_rewrite_bytes))
+        .collect();
     groups.retain(|g| g.files.len() >= settings.min_files);
     groups.sort_by(|a, b| a.files[0].file_path().cmp(b.files[0].file_path()));
+    groups
+}
+
+/// Groups of the live files written under another partition spec than
+/// `default_spec_id` — every one, whatever its size — by (spec, partition),
+/// cut into chunks of at most `max_rewrite_bytes`. Their rewrite is split
+/// by the current spec (e.g. a day's file into hour files). Deterministic.
+pub fn plan_relayout(
+    files: &[LiveFile],
+    default_spec_id: i32,
+    settings: &MaintenanceConfig,
+) -> Vec<RewriteGroup> {
+    let mut by_partition: HashMap<(i32, &Struct), Vec<&DataFile>> = HashMap::new();
+    for file in files {
+        if file.partition_spec_id != default_spec_id {
+            let f = &file.data_file;
+            by_partition
+                .entry((file.partition_spec_id, f.partition()))
+                .or_default()
+                .push(f);
+        }
+    }
+    let mut groups: Vec<RewriteGroup> = by_partition
+        .into_iter()
+        .flat_map(|((_, partition), files)| chunks(partition, files, settings.max_rewrite_bytes))
+        .collect();
+    groups.sort_by(|a, b| a.files[0].file_path().cmp(b.files[0].file_path()));
+    groups
+}
+
+/// One partition's `files`, by path, cut into groups of at most
+/// `max_bytes` (a file larger than that is a group of its own).
+fn chunks(partition: &Struct, mut files: Vec<&DataFile>, max_bytes: u64) -> Vec<RewriteGroup> {
+    files.sort_by(|a, b| a.file_path().cmp(b.file_path()));
+    let mut groups = Vec::new();
+    let mut chunk: Vec<DataFile> = Vec::new();
+    let mut bytes = 0u64;
+    for file in files {
+        if !chunk.is_empty() && bytes + file.file_size_in_bytes() > max_bytes {
+            groups.push(RewriteGroup {
+                partition: partition.clone(),
+                files: std::mem::take(&mut chunk),
+            });
+            bytes = 0;
+        }
+        bytes += file.file_size_in_bytes();
+        chunk.push(file.clone());
+    }
+    groups.push(RewriteGroup {
+        partition: partition.clone(),
+        files: chunk,
+    });
     groups
 }
 
@@ -586,7 +677,8 @@ pub async fn rewrite_group(
             ),
         });
     }
-    let sorted = sort_rows(&batches).map_err(|reason| MaintainError::Rewrite {
+    let sort = SortBy::of(table.metadata());
+    let sorted = sort_rows(&batches, sort).map_err(|reason| MaintainError::Rewrite {
         table: name.clone(),
         reason,
     })?;
@@ -641,10 +733,11 @@ pub async fn read_files(
     Ok(per_file.into_iter().flatten().collect())
 }
 
-/// The rows of `batches` ordered by (service, event_time), nulls first —
-/// the table's sort order — in batches of at most [`SORTED_BATCH_ROWS`].
-/// Tables without those columns (dead letters) keep their order.
-pub fn sort_rows(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, String> {
+/// The rows of `batches` ordered by `sort` — (service, event_time) or
+/// (event_time), nulls first: the table's sort order — in batches of at
+/// most [`SORTED_BATCH_ROWS`]. Tables without those columns (dead letters)
+/// keep their order.
+pub fn sort_rows(batches: &[RecordBatch], sort: SortBy) -> Result<Vec<RecordBatch>, String> {
     let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
     let Some(first) = batches.first() else {
         return Ok(Vec::new());
@@ -672,7 +765,7 @@ pub fn sort_rows(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, String> {
         let key = |&(b, r): &(usize, usize)| {
             let (service, time) = keys[b];
             (
-                service.is_valid(r).then(|| service.value(r)),
+                (sort == SortBy::ServiceTime && service.is_valid(r)).then(|| service.value(r)),
                 time.is_valid(r).then(|| time.value(r)),
             )
         };
@@ -732,16 +825,22 @@ mod tests {
     }
 
     #[test]
-    fn rows_are_sorted_by_service_then_time_across_batches() {
+    fn rows_are_sorted_by_the_tables_order_across_batches() {
         let a = batch(&[Some("s"), Some("c"), None], &[5, 9, 7], &[1, 2, 3]);
         let b = batch(&[Some("c"), Some("s")], &[1, 2], &[4, 5]);
-        let sorted = sort_rows(&[a, b]).expect("sort");
+        let sorted = sort_rows(&[a.clone(), b.clone()], SortBy::ServiceTime).expect("sort");
         assert_eq!(sorted.len(), 1);
         let ids = sorted[0]
             .column(0)
             .as_primitive::<arrow_array::types::Int64Type>();
         // null service first, then c@1, c@9, s@2, s@5.
         assert_eq!(ids.values().to_vec(), vec![3, 4, 2, 5, 1]);
+        // By time alone: c@1, s@2, s@5, null@7, c@9.
+        let by_time = sort_rows(&[a, b], SortBy::Time).expect("sort");
+        let time_ids = by_time[0]
+            .column(0)
+            .as_primitive::<arrow_array::types::Int64Type>();
+        assert_eq!(time_ids.values().to_vec(), vec![4, 5, 1, 3, 2]);
     }
 
     #[test]
@@ -749,9 +848,13 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
         let b = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![3, 1, 2]))])
             .expect("batch");
-        let out = sort_rows(std::slice::from_ref(&b)).expect("sort");
+        let out = sort_rows(std::slice::from_ref(&b), SortBy::ServiceTime).expect("sort");
         assert_eq!(out, vec![b]);
-        assert!(sort_rows(&[]).expect("empty").is_empty());
+        assert!(
+            sort_rows(&[], SortBy::ServiceTime)
+                .expect("empty")
+                .is_empty()
+        );
     }
 
     fn file(path: &str, day: i32, size: u64, spec: i32) -> LiveFile {
@@ -820,5 +923,28 @@ mod tests {
                 vec!["d1/4", "d1/5"]
             ]
         );
+    }
+
+    #[test]
+    fn relayout_takes_every_file_of_other_specs_by_spec_and_partition() {
+        let files = [
+            file("d1/new", 1, 50, 2),  // the current spec: left alone
+            file("d1/old", 1, 500, 0), // large, but of an older spec
+            file("h1/x", 1, 90, 1),    // same partition value, another old spec
+            file("h1/y", 1, 90, 1),
+            file("h1/z", 1, 90, 1),
+            file("d2/old", 2, 10, 0), // alone: still rewritten
+        ];
+        let groups = plan_relayout(&files, 2, &settings());
+        assert_eq!(
+            paths(&groups),
+            vec![
+                vec!["d1/old"],
+                vec!["d2/old"],
+                vec!["h1/x", "h1/y"],
+                vec!["h1/z"]
+            ]
+        );
+        assert!(plan_relayout(&files[..1], 2, &settings()).is_empty());
     }
 }

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tlake_catalog_client::iceberg::table::Table;
-use tlake_catalog_client::{AttributeType, Layout, PromotedAttribute, TableKind, TimePartition};
+use tlake_catalog_client::{
+    AttributeType, Layout, PromotedAttribute, SortBy, TableKind, TimePartition,
+};
 
 use crate::buffer::Buffers;
 use crate::config::Config;
@@ -25,12 +27,14 @@ pub struct Tables {
     promote: BTreeMap<String, BTreeMap<String, AttributeType>>,
     /// `partition_by` of the configuration.
     partition_by: BTreeMap<String, TimePartition>,
+    /// `sort_by` of the configuration.
+    sort_by: BTreeMap<String, SortBy>,
 }
 
 impl Tables {
     /// No table loaded yet; windows seeded with `config`'s dedup window;
-    /// log tables given the columns of the attributes it promotes and its
-    /// time partitioning.
+    /// log tables given the columns of the attributes it promotes, its
+    /// time partitioning and sort order.
     pub fn new(config: &Config) -> Self {
         Self {
             loaded: HashMap::new(),
@@ -39,6 +43,7 @@ impl Tables {
             window_ids: usize::try_from(config.flush.dedup_window_ids).unwrap_or(usize::MAX),
             promote: config.promote.clone(),
             partition_by: config.partition_by.clone(),
+            sort_by: config.sort_by.clone(),
         }
     }
 
@@ -65,7 +70,13 @@ impl Tables {
             kind,
             promoted,
             partition,
+            sort: self.sort_by(name),
         }
+    }
+
+    /// The order log table `name`'s rows are written in.
+    pub fn sort_by(&self, name: &str) -> SortBy {
+        self.sort_by.get(name).copied().unwrap_or_default()
     }
 
     /// The table, created or checked (and evolved) on first use; a log
