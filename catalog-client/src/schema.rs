@@ -5,6 +5,7 @@
 //! them on create, so every check below goes by name and type.
 
 use tlake_proto::contract::PROMOTED_ATTRIBUTE_DOC;
+use tlake_proto::contract::columns::{dead_letters as dl, logs};
 
 use iceberg::spec::{
     FormatVersion, MapType, NestedField, NestedFieldRef, NullOrder, PrimitiveType, Schema,
@@ -12,12 +13,9 @@ use iceberg::spec::{
     UnboundPartitionSpec,
 };
 
-/// Event id column (16 bytes, the producer's UUIDv7).
-pub const EVENT_ID: &str = "event_id";
-/// Event time column; the table is partitioned by its day.
-pub const EVENT_TIME: &str = "event_time";
-/// `service.name` of the batch's resource; first sort key.
-pub const SERVICE: &str = "service";
+/// The logs columns this crate's callers filter, sort and key on (all of
+/// them: `tlake_proto::contract::columns`).
+pub use tlake_proto::contract::columns::logs::{EVENT_ID, EVENT_TIME, SERVICE};
 /// Name of the partition field, `day(event_time)`.
 pub const EVENT_DAY: &str = "event_day";
 
@@ -49,21 +47,21 @@ pub fn logs_fields() -> Vec<NestedFieldRef> {
         // fixed[16]: DuckDB reads it as BLOB, iceberg-rust as FixedSizeBinary(16).
         NestedField::required(1, EVENT_ID, prim(P::Fixed(16))).into(),
         NestedField::required(2, EVENT_TIME, prim(P::Timestamptz)).into(),
-        NestedField::optional(3, "observed_time", prim(P::Timestamptz)).into(),
-        NestedField::optional(4, "severity_number", prim(P::Int)).into(),
-        NestedField::optional(5, "severity_text", prim(P::String)).into(),
-        NestedField::optional(6, "body", prim(P::String)).into(),
-        NestedField::optional(7, "event_name", prim(P::String)).into(),
-        NestedField::optional(8, "scope_name", prim(P::String)).into(),
+        NestedField::optional(3, logs::OBSERVED_TIME, prim(P::Timestamptz)).into(),
+        NestedField::optional(4, logs::SEVERITY_NUMBER, prim(P::Int)).into(),
+        NestedField::optional(5, logs::SEVERITY_TEXT, prim(P::String)).into(),
+        NestedField::optional(6, logs::BODY, prim(P::String)).into(),
+        NestedField::optional(7, logs::EVENT_NAME, prim(P::String)).into(),
+        NestedField::optional(8, logs::SCOPE_NAME, prim(P::String)).into(),
         NestedField::optional(9, SERVICE, prim(P::String)).into(),
-        NestedField::optional(10, "trace_id", prim(P::Binary)).into(),
-        NestedField::optional(11, "span_id", prim(P::Binary)).into(),
-        NestedField::optional(12, "flags", prim(P::Long)).into(),
-        NestedField::optional(13, "attributes", string_map(20, 21)).into(),
-        NestedField::optional(14, "resource", string_map(22, 23)).into(),
-        NestedField::optional(15, "received_at", prim(P::Timestamptz)).into(),
-        NestedField::optional(16, "kafka_partition", prim(P::Int)).into(),
-        NestedField::optional(17, "kafka_offset", prim(P::Long)).into(),
+        NestedField::optional(10, logs::TRACE_ID, prim(P::Binary)).into(),
+        NestedField::optional(11, logs::SPAN_ID, prim(P::Binary)).into(),
+        NestedField::optional(12, logs::FLAGS, prim(P::Long)).into(),
+        NestedField::optional(13, logs::ATTRIBUTES, string_map(20, 21)).into(),
+        NestedField::optional(14, logs::RESOURCE, string_map(22, 23)).into(),
+        NestedField::optional(15, logs::RECEIVED_AT, prim(P::Timestamptz)).into(),
+        NestedField::optional(16, logs::KAFKA_PARTITION, prim(P::Int)).into(),
+        NestedField::optional(17, logs::KAFKA_OFFSET, prim(P::Long)).into(),
     ]
 }
 
@@ -71,12 +69,12 @@ pub fn logs_fields() -> Vec<NestedFieldRef> {
 pub fn dead_letter_fields() -> Vec<NestedFieldRef> {
     use PrimitiveType as P;
     vec![
-        NestedField::optional(1, "raw", prim(P::Binary)).into(),
-        NestedField::required(2, "topic", prim(P::String)).into(),
-        NestedField::required(3, "kafka_partition", prim(P::Int)).into(),
-        NestedField::required(4, "kafka_offset", prim(P::Long)).into(),
-        NestedField::required(5, "reason", prim(P::String)).into(),
-        NestedField::required(6, "dead_lettered_at", prim(P::Timestamptz)).into(),
+        NestedField::optional(1, dl::RAW, prim(P::Binary)).into(),
+        NestedField::required(2, dl::TOPIC, prim(P::String)).into(),
+        NestedField::required(3, dl::KAFKA_PARTITION, prim(P::Int)).into(),
+        NestedField::required(4, dl::KAFKA_OFFSET, prim(P::Long)).into(),
+        NestedField::required(5, dl::REASON, prim(P::String)).into(),
+        NestedField::required(6, dl::DEAD_LETTERED_AT, prim(P::Timestamptz)).into(),
     ]
 }
 
@@ -688,6 +686,17 @@ mod tests {
             check_compatibility(&TableKind::Logs.into(), &m).map(|e| e.sort),
             Ok(None)
         );
+    }
+
+    /// The tables have exactly the contract's columns, in its order (the
+    /// row builders' tests check theirs against the same lists).
+    #[test]
+    fn the_schemas_have_the_contracts_columns() {
+        let names = |fields: Vec<NestedFieldRef>| -> Vec<String> {
+            fields.iter().map(|f| f.name.clone()).collect()
+        };
+        assert_eq!(names(logs_fields()), logs::ALL);
+        assert_eq!(names(dead_letter_fields()), dl::ALL);
     }
 
     #[test]

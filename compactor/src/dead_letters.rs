@@ -9,6 +9,9 @@ use arrow_array::builder::{
     BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
+use tlake_proto::contract::columns::dead_letters::{
+    DEAD_LETTERED_AT, KAFKA_OFFSET, KAFKA_PARTITION, RAW, REASON, TOPIC,
+};
 
 use crate::consume::Tp;
 
@@ -83,12 +86,12 @@ impl DeadLetters {
             at.append_value(d.at_us);
         }
         let columns: Vec<(&str, ArrayRef)> = vec![
-            ("raw", Arc::new(raw.finish())),
-            ("topic", Arc::new(topic.finish())),
-            ("kafka_partition", Arc::new(partition.finish())),
-            ("kafka_offset", Arc::new(offset.finish())),
-            ("reason", Arc::new(reason.finish())),
-            ("dead_lettered_at", Arc::new(at.finish())),
+            (RAW, Arc::new(raw.finish())),
+            (TOPIC, Arc::new(topic.finish())),
+            (KAFKA_PARTITION, Arc::new(partition.finish())),
+            (KAFKA_OFFSET, Arc::new(offset.finish())),
+            (REASON, Arc::new(reason.finish())),
+            (DEAD_LETTERED_AT, Arc::new(at.finish())),
         ];
         RecordBatch::try_from_iter(columns).expect("columns of equal length")
     }
@@ -118,17 +121,7 @@ mod tests {
         assert_eq!(batch.num_rows(), 2);
         let schema = batch.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "raw",
-                "topic",
-                "kafka_partition",
-                "kafka_offset",
-                "reason",
-                "dead_lettered_at"
-            ]
-        );
+        assert_eq!(names, tlake_proto::contract::columns::dead_letters::ALL);
         dead.clear();
         assert!(dead.is_empty() && !dead.due(Duration::ZERO));
     }

@@ -20,6 +20,9 @@ use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use tlake_proto::contract::columns::logs::{
+    ATTRIBUTES, BODY, EVENT_ID, EVENT_TIME, OBSERVED_TIME, RESOURCE, SPAN_ID, TRACE_ID,
+};
 
 /// Writing failed (storage unreachable, or rows that do not fit the table).
 #[derive(Debug, thiserror::Error)]
@@ -62,47 +65,34 @@ fn writer_properties() -> WriterProperties {
         .set_max_row_group_row_count(Some(1 << 20));
     // Nearly unique per row: a dictionary only costs time before Parquet
     // gives up on it.
-    for column in [
-        "event_id",
-        "event_time",
-        "observed_time",
-        "trace_id",
-        "span_id",
-        "body",
-    ] {
+    for column in [EVENT_ID, EVENT_TIME, OBSERVED_TIME, TRACE_ID, SPAN_ID, BODY] {
         props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
     // Bounds of free text and of map entries prune nothing worth their
     // cost (a string comparison per value).
-    for column in [
-        "body",
-        "trace_id",
-        "span_id",
-        "attributes.key_value.key",
-        "attributes.key_value.value",
-        "resource.key_value.key",
-        "resource.key_value.value",
+    let map_entry =
+        |map: &str, part: &str| vec![map.to_owned(), "key_value".to_owned(), part.to_owned()];
+    for path in [
+        vec![BODY.to_owned()],
+        vec![TRACE_ID.to_owned()],
+        vec![SPAN_ID.to_owned()],
+        map_entry(ATTRIBUTES, "key"),
+        map_entry(ATTRIBUTES, "value"),
+        map_entry(RESOURCE, "key"),
+        map_entry(RESOURCE, "value"),
     ] {
-        props = props.set_column_statistics_enabled(
-            ColumnPath::from(column.split('.').map(str::to_owned).collect::<Vec<_>>()),
-            EnabledStatistics::None,
-        );
+        props =
+            props.set_column_statistics_enabled(ColumnPath::from(path), EnabledStatistics::None);
     }
     // Times are near-sorted within a part: a few bits per value instead of
     // eight bytes (1.6 → 0.1 B/event each after zstd).
-    for column in ["event_time", "observed_time"] {
+    for column in [EVENT_TIME, OBSERVED_TIME] {
         props = props.set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
     }
     // Free-form values (ids, counters): the dictionary grows until Parquet
     // gives up on it; zstd finds the repeats anyway.
-    props = props.set_column_dictionary_enabled(
-        ColumnPath::from(vec![
-            "attributes".to_owned(),
-            "key_value".to_owned(),
-            "value".to_owned(),
-        ]),
-        false,
-    );
+    props = props
+        .set_column_dictionary_enabled(ColumnPath::from(map_entry(ATTRIBUTES, "value")), false);
     props.build()
 }
 
@@ -147,7 +137,7 @@ pub struct Part {
 fn day_key(metadata: &iceberg::spec::TableMetadata, day: i32) -> Option<PartitionKey> {
     let spec = metadata.default_partition_spec();
     let schema = metadata.current_schema();
-    let event_time = schema.field_by_name("event_time")?.id;
+    let event_time = schema.field_by_name(EVENT_TIME)?.id;
     match spec.fields() {
         [field] if field.transform == Transform::Day && field.source_id == event_time => {
             Some(PartitionKey::new(

@@ -1,10 +1,11 @@
 //! The rules every component applies to the same names and numbers: stream
 //! names (they become Iceberg table names), the default stream, the
-//! dead-letter table, Kafka topic
-//! names, and the `LogEvent` field tags that the compactor's hand-written
-//! decoder reads without the generated code. One copy here; the SDK, the
-//! gateway and the compactor call it, and the tests below check the tags
-//! against the `.proto` itself.
+//! dead-letter table, Kafka topic names, the tables' column names, and the
+//! `LogEvent` field tags that the compactor's hand-written decoder reads
+//! without the generated code. One copy here; the SDK, the gateway, the
+//! catalog client and the compactor call it, the tests below check the tags
+//! against the `.proto` itself, and the catalog client's and the row
+//! builders' tests check their columns against [`columns`].
 
 /// The stream of a request that names none.
 pub const DEFAULT_STREAM: &str = "default";
@@ -58,6 +59,96 @@ pub fn is_topic_name(topic: &str) -> bool {
 /// compactor writes it when it adds the column, and every reader of the topic
 /// (the flush, `tlake sql --fresh`) finds the table's promoted keys by it.
 pub const PROMOTED_ATTRIBUTE_DOC: &str = "promoted attribute: ";
+
+/// Column names of the tables, in the tables' field order. The Iceberg
+/// schemas (`catalog-client/src/schema.rs`), the row builders that fill them
+/// (`record-reader/src/rows.rs`, `compactor/src/dead_letters.rs`) and the
+/// readers that filter on them use these names; their tests check that each
+/// side has exactly [`columns::logs::ALL`] / [`columns::dead_letters::ALL`].
+pub mod columns {
+    /// An event stream's table (one per stream).
+    pub mod logs {
+        /// The event's id (16 bytes): the deduplication key.
+        pub const EVENT_ID: &str = "event_id";
+        /// When the event happened: the partition and sort source.
+        pub const EVENT_TIME: &str = "event_time";
+        /// When the emitter observed it.
+        pub const OBSERVED_TIME: &str = "observed_time";
+        /// OpenTelemetry severity number.
+        pub const SEVERITY_NUMBER: &str = "severity_number";
+        /// Severity as text.
+        pub const SEVERITY_TEXT: &str = "severity_text";
+        /// The log line.
+        pub const BODY: &str = "body";
+        /// OpenTelemetry event name.
+        pub const EVENT_NAME: &str = "event_name";
+        /// Instrumentation scope name.
+        pub const SCOPE_NAME: &str = "scope_name";
+        /// `service.name` of the resource: the first sort key.
+        pub const SERVICE: &str = "service";
+        /// W3C trace id.
+        pub const TRACE_ID: &str = "trace_id";
+        /// W3C span id.
+        pub const SPAN_ID: &str = "span_id";
+        /// W3C trace flags.
+        pub const FLAGS: &str = "flags";
+        /// The event's attributes not promoted to columns of their own.
+        pub const ATTRIBUTES: &str = "attributes";
+        /// The resource's attributes.
+        pub const RESOURCE: &str = "resource";
+        /// When the gateway received the request.
+        pub const RECEIVED_AT: &str = "received_at";
+        /// The Kafka partition the event was read from.
+        pub const KAFKA_PARTITION: &str = "kafka_partition";
+        /// Its Kafka offset.
+        pub const KAFKA_OFFSET: &str = "kafka_offset";
+        /// Every column, in the table's field order.
+        pub const ALL: [&str; 17] = [
+            EVENT_ID,
+            EVENT_TIME,
+            OBSERVED_TIME,
+            SEVERITY_NUMBER,
+            SEVERITY_TEXT,
+            BODY,
+            EVENT_NAME,
+            SCOPE_NAME,
+            SERVICE,
+            TRACE_ID,
+            SPAN_ID,
+            FLAGS,
+            ATTRIBUTES,
+            RESOURCE,
+            RECEIVED_AT,
+            KAFKA_PARTITION,
+            KAFKA_OFFSET,
+        ];
+    }
+
+    /// The dead-letter table ([`super::DEAD_LETTER_TABLE`]).
+    pub mod dead_letters {
+        /// The record's bytes as read from Kafka.
+        pub const RAW: &str = "raw";
+        /// The topic it was read from.
+        pub const TOPIC: &str = "topic";
+        /// Its partition.
+        pub const KAFKA_PARTITION: &str = "kafka_partition";
+        /// Its offset.
+        pub const KAFKA_OFFSET: &str = "kafka_offset";
+        /// Why it could not become rows.
+        pub const REASON: &str = "reason";
+        /// When the compactor set it aside.
+        pub const DEAD_LETTERED_AT: &str = "dead_lettered_at";
+        /// Every column, in the table's field order.
+        pub const ALL: [&str; 6] = [
+            RAW,
+            TOPIC,
+            KAFKA_PARTITION,
+            KAFKA_OFFSET,
+            REASON,
+            DEAD_LETTERED_AT,
+        ];
+    }
+}
 
 /// Field tags of the messages the compactor decodes by hand (`record-reader/src/wire.rs`,
 /// `decode.rs` and `rows.rs`), as `telemetry/v1/logs.proto` numbers them.

@@ -21,6 +21,11 @@ use arrow_array::{
 use arrow_buffer::{Buffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, FieldRef, Fields, SchemaRef, TimeUnit};
 
+use tlake_proto::contract::columns::logs::{
+    ALL, ATTRIBUTES, BODY, EVENT_ID, EVENT_NAME, EVENT_TIME, FLAGS, KAFKA_OFFSET, KAFKA_PARTITION,
+    OBSERVED_TIME, RECEIVED_AT, RESOURCE, SCOPE_NAME, SERVICE, SEVERITY_NUMBER, SEVERITY_TEXT,
+    SPAN_ID, TRACE_ID,
+};
 use tlake_proto::contract::tags;
 
 use crate::decode::{RecordInfo, any_text, nanos_to_micros};
@@ -375,33 +380,31 @@ impl<'a> Rows<'a> {
         let n = self.len;
         let ts = |v: Vec<i64>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(v)) };
         let built: Vec<(&str, ArrayRef)> = vec![
-            ("event_id", Arc::new(self.event_id.finish())),
-            ("event_time", ts(self.event_time)),
-            ("observed_time", Arc::new(self.observed.finish())),
+            (EVENT_ID, Arc::new(self.event_id.finish())),
+            (EVENT_TIME, ts(self.event_time)),
+            (OBSERVED_TIME, Arc::new(self.observed.finish())),
             (
-                "severity_number",
+                SEVERITY_NUMBER,
                 Arc::new(Int32Array::from(self.severity_number)),
             ),
-            ("severity_text", Arc::new(self.severity_text.finish()?)),
-            ("body", Arc::new(self.body.finish()?)),
-            ("event_name", Arc::new(self.event_name.finish()?)),
-            ("scope_name", Arc::new(self.scope_name.finish()?)),
-            ("service", Arc::new(self.service.finish()?)),
-            ("trace_id", Arc::new(self.trace_id.finish())),
-            ("span_id", Arc::new(self.span_id.finish())),
-            ("flags", Arc::new(Int64Array::from(self.flags))),
-            ("attributes", self.attributes.finish()?),
-            ("resource", self.resource.finish()?),
-            ("received_at", ts(self.received)),
+            (SEVERITY_TEXT, Arc::new(self.severity_text.finish()?)),
+            (BODY, Arc::new(self.body.finish()?)),
+            (EVENT_NAME, Arc::new(self.event_name.finish()?)),
+            (SCOPE_NAME, Arc::new(self.scope_name.finish()?)),
+            (SERVICE, Arc::new(self.service.finish()?)),
+            (TRACE_ID, Arc::new(self.trace_id.finish())),
+            (SPAN_ID, Arc::new(self.span_id.finish())),
+            (FLAGS, Arc::new(Int64Array::from(self.flags))),
+            (ATTRIBUTES, self.attributes.finish()?),
+            (RESOURCE, self.resource.finish()?),
+            (RECEIVED_AT, ts(self.received)),
             (
-                "kafka_partition",
+                KAFKA_PARTITION,
                 Arc::new(Int32Array::from(self.kafka_partition)),
             ),
-            (
-                "kafka_offset",
-                Arc::new(Int64Array::from(self.kafka_offset)),
-            ),
+            (KAFKA_OFFSET, Arc::new(Int64Array::from(self.kafka_offset))),
         ];
+        debug_assert!(built.iter().map(|c| c.0).eq(ALL), "every column, in order");
         let mut built: Vec<(Cow<'_, str>, ArrayRef)> = built
             .into_iter()
             .map(|(name, column)| (Cow::Borrowed(name), column))
