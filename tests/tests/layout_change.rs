@@ -188,7 +188,7 @@ async fn day_to_hour_and_back_evolves_the_spec_and_old_files_stay_valid() {
         true,
     );
     eprintln!(
-        "partition change: day -> hour -> day, {} day files kept, {} hour files over {} hours, 900 acked = rows = distinct; --relayout moved the hour files into {} day-spec files",
+        "partition change: day -> hour -> day, {} day files kept, {} hour files over {} hours, 900 acked = rows = distinct; after --relayout all {} live files are day-spec",
         day_files.len(),
         new.len(),
         hours.len(),
