@@ -497,14 +497,7 @@ pub async fn rewrite_older_specs(
     table: &str,
     dry_run: bool,
 ) -> Result<RewriteReport, MaintainError> {
-    let loaded = catalog.load_table(table).await?;
-    let files = live_data_files(&loaded).await?;
-    let groups = plan_relayout(
-        &files,
-        loaded.metadata().default_partition_spec_id(),
-        settings,
-    );
-    rewrite_groups(catalog, settings, loaded, groups, dry_run).await
+    rewrite_planned(catalog, settings, table, dry_run, plan_relayout).await
 }
 
 /// Step 1b on one table: every group [`plan_rewrites`] finds, one replace
@@ -515,27 +508,26 @@ pub async fn rewrite_small_files(
     table: &str,
     dry_run: bool,
 ) -> Result<RewriteReport, MaintainError> {
-    let loaded = catalog.load_table(table).await?;
+    rewrite_planned(catalog, settings, table, dry_run, plan_rewrites).await
+}
+
+/// Plans `table`'s groups with `plan` (its live files, the default spec
+/// id), rewrites each (read, sort by the table's order, write in its
+/// current spec) and replaces its files with one commit per group.
+async fn rewrite_planned(
+    catalog: &LakeCatalog,
+    settings: &MaintenanceConfig,
+    table: &str,
+    dry_run: bool,
+    plan: fn(&[LiveFile], i32, &MaintenanceConfig) -> Vec<RewriteGroup>,
+) -> Result<RewriteReport, MaintainError> {
+    let mut loaded = catalog.load_table(table).await?;
     let files = live_data_files(&loaded).await?;
-    let groups = plan_rewrites(
+    let groups = plan(
         &files,
         loaded.metadata().default_partition_spec_id(),
         settings,
     );
-    rewrite_groups(catalog, settings, loaded, groups, dry_run).await
-}
-
-/// Rewrites each group (read, sort by the table's order, write in its
-/// current spec) and replaces its files with one commit per group.
-async fn rewrite_groups(
-    catalog: &LakeCatalog,
-    settings: &MaintenanceConfig,
-    mut loaded: Table,
-    groups: Vec<RewriteGroup>,
-    dry_run: bool,
-) -> Result<RewriteReport, MaintainError> {
-    let table = loaded.identifier().name().to_owned();
-    let table = table.as_str();
     let mut report = RewriteReport {
         groups: groups.len(),
         ..Default::default()
