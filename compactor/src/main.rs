@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use figment::Figment;
 use figment::providers::Serialized;
 use tlake_compactor::config::Config;
+use tlake_service_kit::exit;
+
+const BINARY: &str = "tlake-compactor";
 
 /// Compactor: Kafka → DuckDB → Parquet → Iceberg (Nessie), exactly once.
 ///
@@ -62,54 +65,31 @@ fn main() -> ExitCode {
     }
     let config = match Config::load(cli.config.as_deref(), overrides) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("tlake-compactor: {err}");
-            return ExitCode::from(2);
-        }
+        Err(err) => return exit::usage(BINARY, err),
     };
     if cli.check_config {
         println!("{config:#?}");
         return ExitCode::SUCCESS;
     }
     if let Err(err) = tlake_compactor::catalog_settings(&config) {
-        eprintln!("tlake-compactor: {err}");
-        return ExitCode::from(2);
+        return exit::usage(BINARY, err);
     }
     if let Some(Command::Maintain(args)) = cli.command {
         return maintain(&config, args);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("tlake-compactor: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
     let stop = Arc::new(AtomicBool::new(false));
     let topics = config.kafka.topics.join(",");
-    let result = runtime.block_on(async {
+    exit::serve(BINARY, async {
         let signal_stop = stop.clone();
         tokio::spawn(async move {
             tlake_service_kit::shutdown::signal().await;
             signal_stop.store(true, Ordering::Relaxed);
         });
         tlake_compactor::run(config, stop.clone(), move |metrics| {
-            tlake_service_kit::print_ready(
-                "tlake-compactor",
-                &[("metrics", &metrics), ("topics", &topics)],
-            )
+            tlake_service_kit::print_ready(BINARY, &[("metrics", &metrics), ("topics", &topics)])
         })
         .await
-    });
-    // Stop the metrics server and anything left without waiting.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("tlake-compactor: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// `tlake-compactor maintain`: one pass, a summary per table on stdout.
@@ -118,31 +98,33 @@ fn maintain(config: &Config, args: MaintainArgs) -> ExitCode {
     if let Some(table) = &args.table
         && !tlake_proto::contract::is_stream_name(table)
     {
-        eprintln!(
-            "tlake-compactor: --table: {table:?} is not a table name \
-             (lower-case letters, digits and '_', starting with a letter)"
+        return exit::usage(
+            BINARY,
+            format!(
+                "--table: {table:?} is not a table name \
+                 (lower-case letters, digits and '_', starting with a letter)"
+            ),
         );
-        return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("tlake-compactor: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
     let options = MaintainOptions {
         table: args.table,
         dry_run: args.dry_run,
         relayout: args.relayout,
     };
-    match runtime.block_on(tlake_compactor::maintain::maintain(config, &options)) {
+    let run = match exit::block_on(
+        BINARY,
+        tlake_compactor::maintain::maintain(config, &options),
+    ) {
+        Ok(run) => run,
+        Err(code) => return code,
+    };
+    match run {
         Ok(run) => {
             for report in &run.reports {
                 println!("{report}");
             }
             for (table, err) in &run.failed {
-                eprintln!("tlake-compactor: maintenance of {table} failed: {err}");
+                eprintln!("{BINARY}: maintenance of {table} failed: {err}");
             }
             if run.failed.is_empty() {
                 ExitCode::SUCCESS
@@ -151,11 +133,10 @@ fn maintain(config: &Config, args: MaintainArgs) -> ExitCode {
             }
         }
         Err(err @ (MaintainError::NoSuchTable { .. } | MaintainError::Config(_))) => {
-            eprintln!("tlake-compactor: {err}");
-            ExitCode::from(2)
+            exit::usage(BINARY, err)
         }
         Err(err) => {
-            eprintln!("tlake-compactor: maintenance failed: {err}");
+            eprintln!("{BINARY}: maintenance failed: {err}");
             ExitCode::FAILURE
         }
     }

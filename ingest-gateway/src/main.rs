@@ -8,6 +8,9 @@ use clap::Parser;
 use figment::Figment;
 use figment::providers::Serialized;
 use tlake_ingest_gateway::config::Config;
+use tlake_service_kit::exit;
+
+const BINARY: &str = "tlake-gateway";
 
 /// Ingest gateway: SendLogs, OTLP Export (gRPC) and OTLP/HTTP → Kafka.
 ///
@@ -53,10 +56,7 @@ fn main() -> ExitCode {
     }
     let config = match Config::load(cli.config.as_deref(), overrides) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("tlake-gateway: {err}");
-            return ExitCode::from(2);
-        }
+        Err(err) => return exit::usage(BINARY, err),
     };
     if cli.check_config {
         let mut shown = config.clone();
@@ -66,18 +66,11 @@ fn main() -> ExitCode {
         println!("{shown:#?}");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("tlake-gateway: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(tlake_ingest_gateway::run(
+    let service = tlake_ingest_gateway::run(
         config,
         |bound| {
             tlake_service_kit::print_ready(
-                "tlake-gateway",
+                BINARY,
                 &[
                     ("grpc", &bound.grpc),
                     ("otlp_http", &bound.otlp_http),
@@ -86,12 +79,6 @@ fn main() -> ExitCode {
             )
         },
         tlake_service_kit::shutdown::signal(),
-    ));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("tlake-gateway: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    );
+    exit::serve(BINARY, service)
 }

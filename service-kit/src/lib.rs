@@ -6,11 +6,13 @@
 //!   [`ConfigError`] both binaries report.
 //! - [`serve`]: `/metrics` (OpenMetrics text) and `/healthz`.
 //! - [`shutdown`]: SIGTERM or SIGINT.
+//! - [`exit`]: the runtime a binary runs on, and its exit codes (0, 1, 2).
 //! - [`init_tracing`] and [`print_ready`]: stderr logs, and the one stdout line
 //!   scripts and tests wait for.
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod exit;
 pub mod serve;
 pub mod shutdown;
 
