@@ -20,12 +20,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use hdrhistogram::Histogram;
-use tlake_proto::v1::SendLogsRequest;
-use tlake_proto::v1::log_ingest_client::LogIngestClient;
-use tonic::transport::Channel;
 
-use crate::events::{Source, resource};
+use crate::events::Source;
 use crate::lake::{LakeArgs, S3Keys};
+use crate::load::{self, Ack, OfferedLoad};
 use crate::sql::{FreshOptions, Session};
 
 /// The probe query's window of event time: requests not visible within it count as never seen.
@@ -58,13 +56,6 @@ pub struct FreshBench {
     pub compare: usize,
 }
 
-/// One SendLogs OK: when, and the highest offset per partition it wrote.
-#[derive(Debug)]
-struct Ack {
-    at: Instant,
-    written: Vec<(i32, i64)>,
-}
-
 /// One fresh query: when it began and ended, and the highest offset per partition it saw.
 #[derive(Debug)]
 struct Seen {
@@ -75,22 +66,14 @@ struct Seen {
 
 /// Runs the benchmark and prints its report.
 pub async fn run(bench: &FreshBench) -> Result<()> {
-    if bench.rate == 0 || bench.batch == 0 || bench.concurrency == 0 {
-        bail!("--rate, --batch and --concurrency must be at least 1");
-    }
-    let channel = Channel::from_shared(bench.gateway.clone())?
-        .connect()
-        .await
-        .map_err(|e| anyhow!("cannot connect to the gateway at {}: {e}", bench.gateway))?;
-    let client = LogIngestClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    let client = load::connect(&bench.gateway).await?;
     let keys = S3Keys::from_env()?;
     let table = format!("\"{}\"", bench.stream.replace('"', "\"\""));
 
     // A fresh view covers tables with a snapshot: one request first, committed.
     let mut n = 0u64;
-    send(&mut client.clone(), bench, &mut n).await?;
+    let first = load::request(&bench.stream, bench.batch, &bench.source, &mut n);
+    load::send_one(&mut client.clone(), first).await?;
     wait_for_snapshot(bench, &keys).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -139,50 +122,25 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
         })
     };
 
-    // Offered load: one request every batch/rate seconds, at most `concurrency` in flight.
-    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
-    let every = Duration::from_secs_f64(bench.batch as f64 / bench.rate as f64);
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let slots = Arc::new(tokio::sync::Semaphore::new(bench.concurrency));
     let cpu_before = crate::bench::cpu_seconds(std::process::id())?;
     let started = Instant::now();
-    let mut requests = tokio::task::JoinSet::new();
-    let mut late = 0u64;
-    while started.elapsed() < bench.duration {
-        ticks.tick().await;
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // The gateway is behind the offered rate: counted, not queued without bound.
-            late += 1;
-            continue;
-        };
-        let request = request(bench, &mut n);
-        let (mut client, acks) = (client.clone(), acks.clone());
-        requests.spawn(async move {
-            let answer = client.send_logs(request).await;
-            drop(slot);
-            let answer =
-                answer.map_err(|s| anyhow!("SendLogs: {:?}: {}", s.code(), s.message()))?;
-            let at = Instant::now();
-            let written = answer
-                .into_inner()
-                .written
-                .iter()
-                .map(|p| (p.partition, p.offset))
-                .collect();
-            acks.lock().expect("acks").push(Ack { at, written });
-            anyhow::Ok(())
-        });
-    }
-    let mut failed = 0u64;
-    while let Some(done) = requests.join_next().await {
-        if done.map_err(anyhow::Error::from).and_then(|r| r).is_err() {
-            failed += 1;
-        }
-    }
-    let sent_for = started.elapsed();
+    let offered = load::offer(
+        &client,
+        &OfferedLoad {
+            stream: bench.stream.clone(),
+            rate: bench.rate,
+            batch: bench.batch,
+            concurrency: bench.concurrency,
+            duration: bench.duration,
+        },
+        &bench.source,
+        &mut n,
+        |_| {},
+    )
+    .await?;
+    let (failed, late, sent_for) = (offered.failed, offered.late, offered.sent_for);
     // Until the querier saw the last OK (or 60 s).
-    let last = acks.lock().expect("acks").iter().map(|a| a.at).max();
+    let last = offered.acks.iter().map(|a| a.at).max();
     let give_up = Instant::now() + Duration::from_secs(60);
     while Instant::now() < give_up
         && !last.is_some_and(|l| {
@@ -200,7 +158,7 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
         .map_err(|_| anyhow!("the querier panicked"))??;
     let cpu = crate::bench::cpu_seconds(std::process::id())? - cpu_before;
 
-    let acks = std::mem::take(&mut *acks.lock().expect("acks"));
+    let acks = offered.acks;
     let seen = std::mem::take(&mut *seen.lock().expect("seen"));
     let (visible, never) = visibility(&acks, &seen)?;
     let mut took = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
@@ -208,7 +166,7 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
         took.record(s.took.as_micros().max(1) as u64)?;
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let events = acks.len() as f64 * bench.batch as f64;
+    let events = acks.iter().map(|a| a.events as f64).sum::<f64>();
     println!(
         "offered {} events/s in requests of {} for {:.1} s: acknowledged {:.0} events/s ({} requests; \
          {failed} failed, {late} not sent because {} were in flight)",
@@ -240,32 +198,6 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
         let (lake, table) = (bench.lake.clone(), table.clone());
         tokio::task::spawn_blocking(move || overhead(&session, &lake, &table, compare)).await??;
     }
-    Ok(())
-}
-
-/// One request's events, each with a new id.
-fn request(bench: &FreshBench, n: &mut u64) -> SendLogsRequest {
-    SendLogsRequest {
-        stream: bench.stream.clone(),
-        resource: Some(resource("bench-fresh")),
-        events: (0..bench.batch)
-            .map(|_| {
-                *n += 1;
-                bench.source.event(*n)
-            })
-            .collect(),
-    }
-}
-
-async fn send(
-    client: &mut LogIngestClient<Channel>,
-    bench: &FreshBench,
-    n: &mut u64,
-) -> Result<()> {
-    client
-        .send_logs(request(bench, n))
-        .await
-        .map_err(|s| anyhow!("SendLogs: {:?}: {}", s.code(), s.message()))?;
     Ok(())
 }
 

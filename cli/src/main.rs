@@ -189,6 +189,60 @@ enum BenchTarget {
         #[arg(long, env = "TLAKE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
         kafka_brokers: String,
     },
+    /// The whole pipeline for minutes at an offered rate (a compactor must be compacting the
+    /// stream): throughput, OK -> committed freshness, CPU and RSS per process and Kafka lag
+    /// over time (CSV and PNG plots), bytes per event, and the ledger.
+    Soak {
+        /// Gateway URL.
+        #[arg(long, default_value = "http://127.0.0.1:4317")]
+        gateway: String,
+        /// Stream to send to.
+        #[arg(long, default_value = "default")]
+        stream: String,
+        /// Offered events per second.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+        /// Events per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Seconds to send.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Seconds at the start left out of the RSS-growth figure.
+        #[arg(long, default_value_t = 60)]
+        warmup: u64,
+        /// Processes to sample as NAME=PID, repeatable (this process is always sampled).
+        #[arg(long = "watch", value_parser = parse_watch)]
+        watch: Vec<(String, u32)>,
+        /// Directory for soak.csv and the PNG plots.
+        #[arg(long, default_value = "soak-out")]
+        out: PathBuf,
+        /// Use lines of these log files as event bodies.
+        #[arg(long)]
+        lines: Option<PathBuf>,
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// DuckDB extension directory with avro, httpfs and iceberg.
+        #[arg(long, env = "TLAKE_DUCKDB_EXTENSIONS", default_value_os_t = tlake_cli::sql::session::default_extension_dir())]
+        extension_dir: PathBuf,
+    },
+}
+
+/// `NAME=PID` of `--watch`.
+fn parse_watch(arg: &str) -> Result<(String, u32), String> {
+    let (name, pid) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?}: expected NAME=PID"))?;
+    let pid = pid
+        .parse()
+        .map_err(|_| format!("{arg:?}: {pid:?} is not a pid"))?;
+    if name.is_empty() {
+        return Err(format!("{arg:?}: the name is empty"));
+    }
+    Ok((name.to_owned(), pid))
 }
 
 fn source(lines: Option<PathBuf>) -> anyhow::Result<Source> {
@@ -353,6 +407,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     timeout: Duration::from_secs(30),
                 },
                 compare,
+            })
+            .await?;
+        }
+        Command::Bench {
+            target:
+                BenchTarget::Soak {
+                    gateway,
+                    stream,
+                    rate,
+                    batch,
+                    concurrency,
+                    seconds,
+                    warmup,
+                    watch,
+                    out,
+                    lines,
+                    lake,
+                    extension_dir,
+                },
+        } => {
+            tlake_cli::soak::run(&tlake_cli::soak::SoakBench {
+                gateway,
+                load: tlake_cli::load::OfferedLoad {
+                    stream,
+                    rate,
+                    batch,
+                    concurrency,
+                    duration: Duration::from_secs(seconds),
+                },
+                source: source(lines)?,
+                watch,
+                lake,
+                extension_dir,
+                out,
+                warmup: Duration::from_secs(warmup),
             })
             .await?;
         }

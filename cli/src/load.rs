@@ -1,0 +1,162 @@
+//! load: an offered load for the benchmarks that need one — SendLogs
+//! requests of new events at a fixed rate against a gateway, at most a
+//! bounded number in flight, each OK kept with where its records were
+//! written (partition → highest offset).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use tlake_proto::v1::SendLogsRequest;
+use tlake_proto::v1::log_ingest_client::LogIngestClient;
+use tonic::transport::Channel;
+
+use crate::events::{Source, resource};
+
+/// What to offer.
+#[derive(Debug, Clone)]
+pub struct OfferedLoad {
+    /// Stream to send to.
+    pub stream: String,
+    /// Offered events per second.
+    pub rate: u64,
+    /// Events per request.
+    pub batch: usize,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// How long to send.
+    pub duration: Duration,
+}
+
+/// One SendLogs OK: when, and the highest offset per partition it wrote.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    /// When the OK arrived.
+    pub at: Instant,
+    /// Events the request carried.
+    pub events: usize,
+    /// (partition, highest offset) of its records.
+    pub written: Vec<(i32, i64)>,
+}
+
+/// What the load did.
+#[derive(Debug, Default)]
+pub struct Offered {
+    /// Every OK, in arrival order.
+    pub acks: Vec<Ack>,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Ticks skipped because `concurrency` requests were in flight (the
+    /// gateway was behind the offered rate): counted, not queued.
+    pub late: u64,
+    /// How long sending took, to the last answer.
+    pub sent_for: Duration,
+}
+
+impl Offered {
+    /// Events acknowledged.
+    pub fn events(&self) -> u64 {
+        self.acks.iter().map(|a| a.events as u64).sum()
+    }
+}
+
+/// A gRPC client of the gateway at `url` that takes large requests.
+pub async fn connect(url: &str) -> Result<LogIngestClient<Channel>> {
+    let channel = Channel::from_shared(url.to_owned())?
+        .connect()
+        .await
+        .map_err(|e| anyhow!("cannot connect to the gateway at {url}: {e}"))?;
+    Ok(LogIngestClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+/// Events numbered from `*n + 1`, so every run's ids are new.
+pub fn request(stream: &str, batch: usize, source: &Source, n: &mut u64) -> SendLogsRequest {
+    SendLogsRequest {
+        stream: stream.to_owned(),
+        resource: Some(resource("bench-load")),
+        events: (0..batch)
+            .map(|_| {
+                *n += 1;
+                source.event(*n)
+            })
+            .collect(),
+    }
+}
+
+/// Sends one request and waits for its OK.
+pub async fn send_one(
+    client: &mut LogIngestClient<Channel>,
+    request: SendLogsRequest,
+) -> Result<Ack> {
+    let events = request.events.len();
+    let answer = client
+        .send_logs(request)
+        .await
+        .map_err(|s| anyhow!("SendLogs: {:?}: {}", s.code(), s.message()))?;
+    Ok(Ack {
+        at: Instant::now(),
+        events,
+        written: answer
+            .into_inner()
+            .written
+            .iter()
+            .map(|p| (p.partition, p.offset))
+            .collect(),
+    })
+}
+
+/// Offers `load`: one request every batch/rate seconds, at most
+/// `concurrency` in flight; `on_ack` sees each OK as it arrives.
+pub async fn offer(
+    client: &LogIngestClient<Channel>,
+    load: &OfferedLoad,
+    source: &Source,
+    n: &mut u64,
+    on_ack: impl Fn(&Ack) + Send + Sync + 'static,
+) -> Result<Offered> {
+    if load.rate == 0 || load.batch == 0 || load.concurrency == 0 {
+        bail!("--rate, --batch and --concurrency must be at least 1");
+    }
+    let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    let on_ack = Arc::new(on_ack);
+    let every = Duration::from_secs_f64(load.batch as f64 / load.rate as f64);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let slots = Arc::new(tokio::sync::Semaphore::new(load.concurrency));
+    let started = Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    let mut late = 0u64;
+    while started.elapsed() < load.duration {
+        ticks.tick().await;
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            late += 1;
+            continue;
+        };
+        let request = request(&load.stream, load.batch, source, n);
+        let (mut client, acks, on_ack) = (client.clone(), acks.clone(), on_ack.clone());
+        requests.spawn(async move {
+            let ack = send_one(&mut client, request).await;
+            drop(slot);
+            let ack = ack?;
+            on_ack(&ack);
+            acks.lock().expect("acks").push(ack);
+            anyhow::Ok(())
+        });
+    }
+    let mut failed = 0u64;
+    while let Some(done) = requests.join_next().await {
+        if done.map_err(anyhow::Error::from).and_then(|r| r).is_err() {
+            failed += 1;
+        }
+    }
+    let sent_for = started.elapsed();
+    let acks = std::mem::take(&mut *acks.lock().expect("acks"));
+    Ok(Offered {
+        acks,
+        failed,
+        late,
+        sent_for,
+    })
+}
