@@ -127,9 +127,19 @@ pub async fn offer(
     let slots = Arc::new(tokio::sync::Semaphore::new(load.concurrency));
     let started = Instant::now();
     let mut requests = tokio::task::JoinSet::new();
-    let mut late = 0u64;
+    let (mut late, mut failed) = (0u64, 0u64);
+    let mut reap = |done: std::result::Result<Result<()>, tokio::task::JoinError>| {
+        if done.map_err(anyhow::Error::from).and_then(|r| r).is_err() {
+            failed += 1;
+        }
+    };
     while started.elapsed() < load.duration {
         ticks.tick().await;
+        // Finished requests are reaped as we go: a JoinSet keeps them until
+        // joined (in a 10-minute soak that grew this process by ~170 MiB).
+        while let Some(done) = requests.try_join_next() {
+            reap(done);
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             late += 1;
             continue;
@@ -145,11 +155,8 @@ pub async fn offer(
             anyhow::Ok(())
         });
     }
-    let mut failed = 0u64;
     while let Some(done) = requests.join_next().await {
-        if done.map_err(anyhow::Error::from).and_then(|r| r).is_err() {
-            failed += 1;
-        }
+        reap(done);
     }
     let sent_for = started.elapsed();
     let acks = std::mem::take(&mut *acks.lock().expect("acks"));
