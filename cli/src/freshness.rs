@@ -34,16 +34,8 @@ const PROBE_WINDOW_S: u64 = 20;
 pub struct FreshBench {
     /// Gateway URL.
     pub gateway: String,
-    /// Stream to send to (its table must be compacted by a running compactor).
-    pub stream: String,
-    /// Offered events per second.
-    pub rate: u64,
-    /// Events per request.
-    pub batch: usize,
-    /// Requests in flight at most.
-    pub concurrency: usize,
-    /// How long to send.
-    pub duration: Duration,
+    /// The offered load (the stream's table must be compacted by a running compactor).
+    pub load: OfferedLoad,
     /// Event source.
     pub source: Source,
     /// Catalog and object store.
@@ -68,11 +60,11 @@ struct Seen {
 pub async fn run(bench: &FreshBench) -> Result<()> {
     let client = load::connect(&bench.gateway).await?;
     let keys = S3Keys::from_env()?;
-    let table = format!("\"{}\"", bench.stream.replace('"', "\"\""));
+    let table = format!("\"{}\"", bench.load.stream.replace('"', "\"\""));
 
     // A fresh view covers tables with a snapshot: one request first, committed.
     let mut n = 0u64;
-    let first = load::request(&bench.stream, bench.batch, &bench.source, &mut n);
+    let first = load::request(&bench.load.stream, bench.load.batch, &bench.source, &mut n);
     load::send_one(&mut client.clone(), first).await?;
     wait_for_snapshot(bench, &keys).await?;
 
@@ -124,20 +116,7 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
 
     let cpu_before = crate::bench::cpu_seconds(std::process::id())?;
     let started = Instant::now();
-    let offered = load::offer(
-        &client,
-        &OfferedLoad {
-            stream: bench.stream.clone(),
-            rate: bench.rate,
-            batch: bench.batch,
-            concurrency: bench.concurrency,
-            duration: bench.duration,
-        },
-        &bench.source,
-        &mut n,
-        |_| {},
-    )
-    .await?;
+    let offered = load::offer(&client, &bench.load, &bench.source, &mut n, |_| {}).await?;
     let (failed, late, sent_for) = (offered.failed, offered.late, offered.sent_for);
     // Until the querier saw the last OK (or 60 s).
     let last = offered.acks.iter().map(|a| a.at).max();
@@ -170,12 +149,12 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
     println!(
         "offered {} events/s in requests of {} for {:.1} s: acknowledged {:.0} events/s ({} requests; \
          {failed} failed, {late} not sent because {} were in flight)",
-        bench.rate,
-        bench.batch,
+        bench.load.rate,
+        bench.load.batch,
         sent_for.as_secs_f64(),
         events / sent_for.as_secs_f64(),
         acks.len(),
-        bench.concurrency,
+        bench.load.concurrency,
     );
     println!(
         "OK -> visible in --fresh, ms: p50 {:.0}  p90 {:.0}  p99 {:.0}  max {:.0}  ({} requests never seen)",
@@ -205,7 +184,7 @@ async fn wait_for_snapshot(bench: &FreshBench, keys: &S3Keys) -> Result<()> {
     let catalog = bench.lake.connect(keys).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok(table) = catalog.load_table(&bench.stream).await
+        if let Ok(table) = catalog.load_table(&bench.load.stream).await
             && table.metadata().current_snapshot().is_some()
         {
             return Ok(());
@@ -213,7 +192,7 @@ async fn wait_for_snapshot(bench: &FreshBench, keys: &S3Keys) -> Result<()> {
         if Instant::now() > deadline {
             bail!(
                 "table {} has no snapshot after 120 s: is a compactor reading the stream's topic?",
-                bench.stream
+                bench.load.stream
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -3,6 +3,7 @@
 //! bounded number in flight, each OK kept with where its records were
 //! written (partition → highest offset).
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,45 @@ use tlake_proto::v1::log_ingest_client::LogIngestClient;
 use tonic::transport::Channel;
 
 use crate::events::{Source, resource};
+
+/// The offered-load flags `tlake bench fresh` and `tlake bench soak` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Gateway URL.
+    #[arg(long, default_value = "http://127.0.0.1:4317")]
+    pub gateway: String,
+    /// Stream to send to (a compactor must be compacting its topic).
+    #[arg(long, default_value = "default")]
+    pub stream: String,
+    /// Offered events per second.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Events per request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Use lines of these log files as event bodies.
+    #[arg(long)]
+    pub lines: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    /// The load these flags ask for.
+    pub fn offered(&self) -> OfferedLoad {
+        OfferedLoad {
+            stream: self.stream.clone(),
+            rate: self.rate,
+            batch: self.batch,
+            concurrency: self.concurrency,
+            duration: Duration::from_secs(self.seconds),
+        }
+    }
+}
 
 /// What to offer.
 #[derive(Debug, Clone)]

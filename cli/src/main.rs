@@ -9,6 +9,7 @@ use tlake_cli::bench::{GatewayBench, TABLE_HEADER};
 use tlake_cli::doctor;
 use tlake_cli::events::Source;
 use tlake_cli::lake::{LakeArgs, S3Keys};
+use tlake_cli::load::LoadArgs;
 use tlake_cli::send::{SendOptions, send};
 use tlake_cli::sql::{Format, FreshOptions, SqlOptions};
 use tlake_cli::tables;
@@ -156,27 +157,8 @@ enum BenchTarget {
     /// rate (a compactor must be compacting the stream), and a fresh query's cost over a
     /// committed-only one.
     Fresh {
-        /// Gateway URL.
-        #[arg(long, default_value = "http://127.0.0.1:4317")]
-        gateway: String,
-        /// Stream to send to.
-        #[arg(long, default_value = "default")]
-        stream: String,
-        /// Offered events per second.
-        #[arg(long, default_value_t = 10_000)]
-        rate: u64,
-        /// Events per request.
-        #[arg(long, default_value_t = 1000)]
-        batch: usize,
-        /// Requests in flight at most.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Seconds to send.
-        #[arg(long, default_value_t = 30)]
-        seconds: u64,
-        /// Use lines of these log files as event bodies.
-        #[arg(long)]
-        lines: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
         /// After the run, this many committed-only and fresh scans of the table, alternating.
         #[arg(long, default_value_t = 0)]
         compare: usize,
@@ -193,24 +175,8 @@ enum BenchTarget {
     /// stream): throughput, OK -> committed freshness, CPU and RSS per process and Kafka lag
     /// over time (CSV and PNG plots), bytes per event, and the ledger.
     Soak {
-        /// Gateway URL.
-        #[arg(long, default_value = "http://127.0.0.1:4317")]
-        gateway: String,
-        /// Stream to send to.
-        #[arg(long, default_value = "default")]
-        stream: String,
-        /// Offered events per second.
-        #[arg(long, default_value_t = 50_000)]
-        rate: u64,
-        /// Events per request.
-        #[arg(long, default_value_t = 1000)]
-        batch: usize,
-        /// Requests in flight at most.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Seconds to send.
-        #[arg(long, default_value_t = 600)]
-        seconds: u64,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Seconds at the start left out of the RSS-growth figure.
         #[arg(long, default_value_t = 60)]
         warmup: u64,
@@ -220,9 +186,6 @@ enum BenchTarget {
         /// Directory for soak.csv and the PNG plots.
         #[arg(long, default_value = "soak-out")]
         out: PathBuf,
-        /// Use lines of these log files as event bodies.
-        #[arg(long)]
-        lines: Option<PathBuf>,
         #[command(flatten)]
         lake: LakeArgs,
         /// DuckDB extension directory with avro, httpfs and iceberg.
@@ -379,13 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench {
             target:
                 BenchTarget::Fresh {
-                    gateway,
-                    stream,
-                    rate,
-                    batch,
-                    concurrency,
-                    seconds,
-                    lines,
+                    load,
                     compare,
                     lake,
                     extension_dir,
@@ -393,13 +350,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             tlake_cli::freshness::run(&tlake_cli::freshness::FreshBench {
-                gateway,
-                stream,
-                rate,
-                batch,
-                concurrency,
-                duration: Duration::from_secs(seconds),
-                source: source(lines)?,
+                gateway: load.gateway.clone(),
+                load: load.offered(),
+                source: source(load.lines)?,
                 lake,
                 extension_dir,
                 fresh: FreshOptions {
@@ -413,30 +366,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench {
             target:
                 BenchTarget::Soak {
-                    gateway,
-                    stream,
-                    rate,
-                    batch,
-                    concurrency,
-                    seconds,
+                    load,
                     warmup,
                     watch,
                     out,
-                    lines,
                     lake,
                     extension_dir,
                 },
         } => {
             tlake_cli::soak::run(&tlake_cli::soak::SoakBench {
-                gateway,
-                load: tlake_cli::load::OfferedLoad {
-                    stream,
-                    rate,
-                    batch,
-                    concurrency,
-                    duration: Duration::from_secs(seconds),
-                },
-                source: source(lines)?,
+                gateway: load.gateway.clone(),
+                load: load.offered(),
+                source: source(load.lines)?,
                 watch,
                 lake,
                 extension_dir,
