@@ -265,14 +265,7 @@ fn overhead(session: &Session, lake: &LakeArgs, table: &str, pairs: usize) -> Re
     Ok(())
 }
 
-/// This process's peak resident set, MiB (Linux `VmHWM`).
+/// This process's peak resident set, MiB (Linux `VmHWM`; 0 if unreadable).
 fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
+    crate::bench::status_mib("self", "VmHWM").map_or(0, |mib| mib as u64)
 }

@@ -194,10 +194,10 @@ pub async fn run(bench: &SoakBench) -> Result<()> {
         "| process | mean cores | RSS after warm-up MiB | RSS at the end MiB | growth | peak RSS MiB |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
+    let during: Vec<&Sample> = samples.iter().filter(|s| s.t <= load_end).collect();
+    let warm = bench.warmup.as_secs_f64().min(load_end / 2.0);
     for (i, name) in names.iter().enumerate() {
-        let during: Vec<&Sample> = samples.iter().filter(|s| s.t <= load_end).collect();
         let cores = mean(during.iter().map(|s| s.processes[i].0));
-        let warm = bench.warmup.as_secs_f64().min(load_end / 2.0);
         let after_warmup = mean(
             during
                 .iter()
@@ -314,7 +314,10 @@ async fn sample(
         for (i, (name, pid)) in watch.iter().enumerate() {
             let cpu = crate::bench::cpu_seconds(*pid)
                 .with_context(|| format!("{name} (pid {pid}) is gone"))?;
-            processes.push(((cpu - last[i]) / wall, rss_mib(*pid)?));
+            processes.push((
+                (cpu - last[i]) / wall,
+                crate::bench::status_mib(&pid.to_string(), "VmRSS")?,
+            ));
             last[i] = cpu;
         }
         last_at = now;
@@ -337,18 +340,6 @@ async fn sample(
     Ok(samples)
 }
 
-/// Resident set of `pid`, MiB (Linux `VmRSS`).
-fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
-}
-
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values.fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));
     if n == 0 { f64::NAN } else { sum / f64::from(n) }
@@ -358,19 +349,12 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
 async fn ledger(bench: &SoakBench, keys: &S3Keys) -> Result<(u64, u64, u64, u64)> {
     let catalog = bench.lake.connect(keys).await?;
     let table = catalog.load_table(&bench.load.stream).await?;
-    let summary = &table
+    table
         .metadata()
         .current_snapshot()
-        .context("the table has no snapshot")?
-        .summary()
-        .additional_properties;
-    let number = |key: &str| -> u64 {
-        summary
-            .get(key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_default()
-    };
-    let (files, bytes) = (number("total-data-files"), number("total-files-size"));
+        .context("the table has no snapshot")?;
+    let crate::tables::TableInfo { files, bytes, .. } =
+        crate::tables::info(&bench.load.stream, &table);
     let session = Session::attach(&bench.extension_dir, &bench.lake, keys)?;
     let batches = session.query(&format!(
         "SELECT count(*), count(DISTINCT event_id) FROM \"{}\".\"{}\".\"{}\"",

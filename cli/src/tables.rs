@@ -48,7 +48,8 @@ pub async fn list(lake: &LakeArgs, keys: &S3Keys) -> Result<Vec<TableInfo>> {
     Ok(infos)
 }
 
-fn info(name: &str, table: &Table) -> TableInfo {
+/// `table`'s line, from its metadata (no data read).
+pub fn info(name: &str, table: &Table) -> TableInfo {
     let metadata = table.metadata();
     let snapshot = metadata.current_snapshot();
     let total = |key: &str| {
