@@ -123,9 +123,9 @@ pub struct LakeCatalog {
     uri: String,
     warehouse: String,
     /// Every catalog request's timeout: what the orphan grace floor is computed from.
-    pub(crate) request_timeout: Duration,
-    /// S3 settings for listing and deleting objects (maintenance).
-    pub(crate) storage: crate::maintenance::Storage,
+    request_timeout: Duration,
+    /// S3 settings, for those who list and delete objects (maintenance).
+    s3: S3Settings,
 }
 
 impl LakeCatalog {
@@ -177,7 +177,7 @@ impl LakeCatalog {
             uri: settings.uri.trim_end_matches('/').to_owned(),
             warehouse: settings.warehouse.clone(),
             request_timeout: settings.request_timeout,
-            storage: crate::maintenance::Storage(settings.s3.clone()),
+            s3: settings.s3.clone(),
         };
         catalog.ensure_namespace().await?;
         Ok(catalog)
@@ -187,6 +187,17 @@ impl LakeCatalog {
     /// compactor tables must go through [`LakeCatalog::commit`].
     pub fn iceberg(&self) -> &Arc<dyn Catalog> {
         &self.rest
+    }
+
+    /// Every catalog request's timeout (the orphan grace floor is computed
+    /// from it: `retry::orphan_grace_floor`).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The object storage settings this catalog was connected with.
+    pub fn s3(&self) -> &S3Settings {
+        &self.s3
     }
 
     /// The namespace holding the tables.
@@ -359,7 +370,7 @@ impl LakeCatalog {
             .current_schema()
             .field_by_name(EVENT_TIME)
             .ok_or_else(|| {
-                unexpected(format!("{} has no {EVENT_TIME} column", table.identifier()))
+                Error::unexpected(format!("{} has no {EVENT_TIME} column", table.identifier()))
             })?
             .id;
         let mut updates = Vec::new();
@@ -405,7 +416,7 @@ impl LakeCatalog {
                 let mut fields = Vec::new();
                 for column in sort.columns() {
                     let field = schema.field_by_name(column).ok_or_else(|| {
-                        unexpected(format!("{} has no {column} column", table.identifier()))
+                        Error::unexpected(format!("{} has no {column} column", table.identifier()))
                     })?;
                     fields.push(serde_json::json!({
                         "source-id": field.id, "transform": "identity",
@@ -451,20 +462,16 @@ impl LakeCatalog {
                 format!("{what} update answered 409: {text}"),
             )
             .into()),
-            Posted::Refused(status, text) | Posted::Unknown(status, text) => Err(unexpected(
-                format!("{what} update answered {status}: {text}"),
-            )),
+            Posted::Refused(status, text) | Posted::Unknown(status, text) => Err(
+                Error::unexpected(format!("{what} update answered {status}: {text}")),
+            ),
         }
     }
 
     /// Posts one table commit (`{identifier, requirements, updates}`) to the
     /// REST catalog ourselves, for the updates iceberg-rust cannot send to
     /// Nessie (schema changes) or has no action for (replace, expiry).
-    pub(crate) async fn post_table_update(
-        &self,
-        table: &str,
-        body: &serde_json::Value,
-    ) -> Result<Posted> {
+    pub async fn post_table_update(&self, table: &str, body: &serde_json::Value) -> Result<Posted> {
         let prefix = self.prefix().await?;
         let url = format!(
             "{}/v1/{prefix}/namespaces/{}/tables/{}",
@@ -504,13 +511,13 @@ impl LakeCatalog {
             .get(url)
             .send()
             .await
-            .map_err(|e| unexpected(format!("config request: {e}")))?;
+            .map_err(|e| Error::unexpected(format!("config request: {e}")))?;
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| unexpected(format!("config response: {e}")))?;
+            .map_err(|e| Error::unexpected(format!("config response: {e}")))?;
         let config: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| unexpected(format!("config response: {e}")))?;
+            .map_err(|e| Error::unexpected(format!("config response: {e}")))?;
         Ok(["overrides", "defaults"]
             .iter()
             .find_map(|k| config[k]["prefix"].as_str())
@@ -658,9 +665,10 @@ pub fn progress_of(table: &str, metadata: &TableMetadata) -> Result<Progress> {
     })
 }
 
-/// What the catalog answered to a table commit we posted ourselves.
+/// What the catalog answered to a table commit we posted ourselves
+/// ([`LakeCatalog::post_table_update`]).
 #[derive(Debug)]
-pub(crate) enum Posted {
+pub enum Posted {
     /// 2xx: the commit is in.
     Applied,
     /// 409: a requirement failed (the table moved); reload and retry.
@@ -669,10 +677,6 @@ pub(crate) enum Posted {
     Refused(u16, String),
     /// 5xx or no answer (status 0): it may or may not have been applied.
     Unknown(u16, String),
-}
-
-pub(crate) fn unexpected(message: String) -> Error {
-    iceberg::Error::new(ErrorKind::Unexpected, message).into()
 }
 
 /// `ty` with fresh field ids for nested fields (a new column's map key and value).

@@ -55,12 +55,30 @@ pub enum Error {
         /// Why nothing was done.
         reason: String,
     },
+    /// Rows to write did not come out of the events they were built from
+    /// (a bug: the events were validated).
+    #[error("building rows: {0}")]
+    Rows(String),
+    /// A column of the rows to write cannot be converted to the table's type.
+    #[error("column {column} cannot be converted to the table's type: {reason}")]
+    Convert {
+        /// Column name.
+        column: String,
+        /// Why.
+        reason: String,
+    },
     /// The connection settings are unusable.
     #[error("invalid catalog settings: {0}")]
     Config(String),
 }
 
 impl Error {
+    /// An answer this client did not expect (retryable: iceberg-rust's
+    /// `Unexpected` kind).
+    pub fn unexpected(message: impl Into<String>) -> Self {
+        iceberg::Error::new(iceberg::ErrorKind::Unexpected, message.into()).into()
+    }
+
     /// Whether the same call may succeed later (the catalog or storage was
     /// unreachable or busy). Incompatible tables and bad settings are not.
     pub fn retryable(&self) -> bool {
@@ -75,6 +93,8 @@ impl Error {
             Error::Incompatible { .. }
             | Error::CorruptOffsets { .. }
             | Error::Config(_)
+            | Error::Rows(_)
+            | Error::Convert { .. }
             | Error::Refused { .. }
             | Error::Unsafe { .. } => false,
         }

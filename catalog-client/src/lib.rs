@@ -8,23 +8,26 @@
 //!   the merged Kafka offsets, a commit id and a writer epoch, with conflict
 //!   retries, fencing and unknown-outcome reconciliation ([`CommitOutcome`]);
 //! - [`LakeCatalog::progress`]: committed offsets and newest event time;
-//! - [`maintenance`]: replace commits (small-file rewrite), snapshot expiry,
-//!   orphan-file removal;
+//! - [`read`] and [`write`]: the rows of chosen data files, and rows as new
+//!   data files (Parquet through iceberg-rust's writers), uncommitted;
+//! - [`LakeCatalog::post_table_update`]: a table commit posted as is, for
+//!   what iceberg-rust has no action for (schema changes here; replace,
+//!   delete and expiry in `tlake-maintenance`);
 //! - [`retry`]: the one retry policy, and the orphan grace floor it implies.
 #![deny(missing_docs)]
 
 mod catalog;
 mod error;
-pub mod maintenance;
 pub mod offsets;
 mod pinned;
 pub mod read;
 pub mod recent;
 pub mod retry;
 pub mod schema;
+pub mod write;
 
 pub use catalog::{
-    CatalogSettings, CommitOutcome, CommitRequest, LakeCatalog, Progress, S3Settings,
+    CatalogSettings, CommitOutcome, CommitRequest, LakeCatalog, Posted, Progress, S3Settings,
     SUMMARY_COMMIT_ID, SUMMARY_MAX_EVENT_TIME, SUMMARY_OFFSETS, SUMMARY_WRITER_EPOCH, find_commit,
     progress_of,
 };

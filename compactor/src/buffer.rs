@@ -30,7 +30,7 @@ use duckdb::Connection;
 use tlake_catalog_client::SortBy;
 use tlake_record_reader::decode::{EventKey, RecordInfo, Scanned};
 
-use crate::write::{Part, WriteError};
+use tlake_catalog_client::write::Part;
 use tlake_record_reader::rows::Rows;
 
 /// Failure inside DuckDB or Arrow (a bug or out of memory; not retryable).
@@ -368,7 +368,7 @@ impl Buffers {
         table: &str,
         order: &'a FlushOrder,
         target: &'a SchemaRef,
-    ) -> impl Iterator<Item = Result<Part, WriteError>> + 'a {
+    ) -> impl Iterator<Item = Result<Part, tlake_catalog_client::Error>> + 'a {
         let buffer = self.tables.get(table);
         let (part_rows, part_bytes) = (self.part_rows, self.part_bytes);
         let mut rest = order.rows.as_slice();
@@ -376,7 +376,9 @@ impl Buffers {
             let &(_, day) = rest.first()?;
             let Some(buffer) = buffer else {
                 rest = &[];
-                return Some(Err(WriteError::Rows("no buffer for this table".into())));
+                return Some(Err(tlake_catalog_client::Error::Rows(
+                    "no buffer for this table".into(),
+                )));
             };
             // At least one row. Counting each row's event bytes and the
             // record text it repeats bounds a part's string columns by the
@@ -556,7 +558,7 @@ fn build_part(
     rows: &[(u32, i32)],
     day: i32,
     target: &SchemaRef,
-) -> Result<Part, WriteError> {
+) -> Result<Part, tlake_catalog_client::Error> {
     let bytes = rows
         .iter()
         .filter_map(|&(idx, _)| buffer.rows.get(idx as usize))
@@ -567,18 +569,22 @@ fn build_part(
         let row = buffer
             .rows
             .get(idx as usize)
-            .ok_or_else(|| WriteError::Rows(format!("no buffered row {idx}")))?;
+            .ok_or_else(|| tlake_catalog_client::Error::Rows(format!("no buffered row {idx}")))?;
         let bytes = buffer
             .arena
             .get(row.start, row.len as usize)
-            .ok_or_else(|| WriteError::Rows(format!("row {idx} outside the arena")))?;
+            .ok_or_else(|| {
+                tlake_catalog_client::Error::Rows(format!("row {idx} outside the arena"))
+            })?;
         let info = &buffer.records[row.record as usize];
         out.push(bytes, info, row.time_us)
-            .map_err(WriteError::Rows)?;
+            .map_err(tlake_catalog_client::Error::Rows)?;
     }
     Ok(Part {
         day: Some(day),
-        rows: out.finish(target).map_err(WriteError::Rows)?,
+        rows: out
+            .finish(target)
+            .map_err(tlake_catalog_client::Error::Rows)?,
     })
 }
 

@@ -23,7 +23,7 @@ use crate::lake::{GiveUp, Lake};
 use crate::metrics::{Metrics, TableLabels};
 use crate::pipeline::PipelineError;
 use crate::progress::Moves;
-use crate::write::{Part, WriteError, Written, write_files};
+use tlake_catalog_client::write::{Part, Written, write_files};
 
 /// Env var naming a point where the process aborts (tests only):
 /// `after-upload` (files written, not committed) or `after-commit`.
@@ -174,7 +174,7 @@ fn write(
     let written = cx.lake.retry(
         &format!("writing data files of {name}"),
         GiveUp::AfterStop,
-        |e| matches!(e, WriteError::Iceberg(_)),
+        |e| matches!(e, tlake_catalog_client::Error::Iceberg(_)),
         || async {
             match source {
                 Source::Buffered {

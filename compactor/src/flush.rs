@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tlake_catalog_client::iceberg::arrow::schema_to_arrow_schema;
+use tlake_catalog_client::write::Part;
 use tlake_catalog_client::{DEAD_LETTER_TABLE, TableKind};
 
 use crate::commit::{FlushContext, FlushStop, Source, write_and_commit};
 use crate::consume;
 use crate::metrics::TableLabels;
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::write::Part;
 
 /// Parquet bytes per buffered Kafka byte, learned from flushes: the size
 /// trigger fires when a buffer would make a file of the target size.
@@ -85,7 +85,7 @@ impl Pipeline {
                 .tables
                 .get(&self.lake, &mut self.buffers, &name, TableKind::Logs)?;
             let target = schema_to_arrow_schema(table.metadata().current_schema())
-                .map_err(|e| PipelineError::Write(e.into()))?;
+                .map_err(|e| PipelineError::Catalog(e.into()))?;
             let target = Arc::new(target);
             let order = self
                 .buffers

@@ -9,10 +9,11 @@
 //! [`dead_letters`] keeps what cannot be mapped) → [`flush`] (when, and at
 //! which cut; DuckDB sorts the buffered keys, `tlake_record_reader::rows` builds
 //! the Arrow) →
-//! [`commit`] ([`write`]s Parquet through iceberg-rust and commits through
-//! `tlake-catalog-client` with the Kafka offsets it covers). [`lake`] is the
-//! loop's handle on the catalog and its one retry policy. [`maintain`] is the
-//! `maintain` subcommand: small-file rewrite, expiry, orphan cleanup.
+//! [`commit`] (writes Parquet through `tlake_catalog_client::write` and
+//! commits through `tlake-catalog-client` with the Kafka offsets it covers).
+//! [`lake`] is the loop's handle on the catalog and its one retry policy. The
+//! `maintain` subcommand is `tlake-maintenance`'s pass, with this
+//! configuration's `[maintenance]` section.
 #![deny(missing_docs)]
 
 pub mod buffer;
@@ -22,12 +23,10 @@ pub mod consume;
 pub mod dead_letters;
 pub mod flush;
 pub mod lake;
-pub mod maintain;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod tables;
-pub mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

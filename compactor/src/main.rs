@@ -94,7 +94,7 @@ fn main() -> ExitCode {
 
 /// `tlake-compactor maintain`: one pass, a summary per table on stdout.
 fn maintain(config: &Config, args: MaintainArgs) -> ExitCode {
-    use tlake_compactor::maintain::{MaintainError, MaintainOptions};
+    use tlake_maintenance::{MaintainError, MaintainOptions};
     if let Some(table) = &args.table
         && !tlake_proto::contract::is_stream_name(table)
     {
@@ -111,10 +111,14 @@ fn maintain(config: &Config, args: MaintainArgs) -> ExitCode {
         dry_run: args.dry_run,
         relayout: args.relayout,
     };
-    let run = match exit::block_on(
-        BINARY,
-        tlake_compactor::maintain::maintain(config, &options),
-    ) {
+    let pass = async {
+        let settings = tlake_compactor::catalog_settings(config)?;
+        // A grace below the floor is a configuration error, said before connecting.
+        config.maintenance.check_grace(settings.request_timeout)?;
+        let catalog = tlake_catalog_client::LakeCatalog::connect(&settings).await?;
+        tlake_maintenance::maintain(&catalog, &config.maintenance, &options).await
+    };
+    let run = match exit::block_on(BINARY, pass) {
         Ok(run) => run,
         Err(code) => return code,
     };

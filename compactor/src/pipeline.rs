@@ -43,9 +43,6 @@ pub enum PipelineError {
     /// A table cannot be used (incompatible layout, bad settings).
     #[error(transparent)]
     Catalog(#[from] tlake_catalog_client::Error),
-    /// Rows cannot be converted to the table's types.
-    #[error(transparent)]
-    Write(#[from] crate::write::WriteError),
 }
 
 /// How often [`Pipeline::verify_commits`] compares our commits with the tables.

@@ -6,13 +6,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tlake_compactor::write::Part;
+use tlake_catalog_client::write::Part;
 
 use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, TimestampMicrosecondArray};
 use tlake_catalog_client::iceberg::spec::DataFile;
-use tlake_catalog_client::maintenance::ReplaceOutcome;
 use tlake_catalog_client::recent::{RecentIds, recent_event_ids};
 use tlake_catalog_client::{CommitOutcome, CommitRequest, LakeCatalog, TableKind};
+use tlake_maintenance::{Maintainer, ReplaceOutcome};
 use tlake_tests::lake::{catalog, scan_event_ids, settings, unique_stream};
 
 const DAY_US: i64 = 86_400_000_000;
@@ -42,7 +42,7 @@ async fn write(catalog: &LakeCatalog, table: &str, batches: &[RecordBatch]) -> V
             rows: rows.clone(),
         })
     });
-    tlake_compactor::write::write_files(&loaded, parts, &flush_id, 128 << 20)
+    tlake_catalog_client::write::write_files(&loaded, parts, &flush_id, 128 << 20)
         .await
         .expect("write data files")
         .files
@@ -232,7 +232,7 @@ async fn recent_ids_are_those_the_newest_appends_added() {
     let mut add = write(&catalog, &table, &day0).await;
     add.extend(write(&catalog, &table, std::slice::from_ref(&a6.batches[1])).await);
     let planned = catalog.load_table(&table).await.expect("load");
-    match catalog
+    match Maintainer::new(catalog.clone())
         .replace_files(&planned, &remove, &add)
         .await
         .expect("replace")

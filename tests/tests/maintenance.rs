@@ -10,9 +10,10 @@ use std::time::Duration;
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use tlake_catalog_client::LakeCatalog;
-use tlake_catalog_client::maintenance::{ReplaceOutcome, Retention, live_data_files};
-use tlake_compactor::config::MaintenanceConfig;
-use tlake_compactor::maintain::{plan_rewrites, read_files, rewrite_group};
+use tlake_maintenance::{
+    Maintainer, ReplaceOutcome, Retention, Settings, live_data_files, plan_rewrites, read_files,
+    rewrite_group,
+};
 use tlake_tests::assert_no_loss_no_dup;
 use tlake_tests::compactor::{Compactor, CompactorOptions, MaintainRun, maintain};
 use tlake_tests::flow::Flow;
@@ -279,7 +280,7 @@ async fn an_append_between_plan_and_commit_is_retried_without_duplicates() {
     // Plan and write the rewrite on the table as it is now ...
     let planned = catalog.load_table(&flow.stream).await.expect("load");
     let files = live_data_files(&planned).await.expect("files");
-    let settings = MaintenanceConfig::default();
+    let settings = Settings::default();
     let groups = plan_rewrites(
         &files,
         planned.metadata().default_partition_spec_id(),
@@ -299,7 +300,7 @@ async fn an_append_between_plan_and_commit_is_retried_without_duplicates() {
         planned.metadata().current_snapshot_id()
     );
 
-    let outcome = catalog
+    let outcome = Maintainer::new(catalog.clone())
         .replace_files(&planned, &group.files, &written.files)
         .await
         .expect("replace");
@@ -323,7 +324,7 @@ async fn an_append_between_plan_and_commit_is_retried_without_duplicates() {
     let again = rewrite_group(&planned, group, settings.target_file_bytes)
         .await
         .expect("rewrite");
-    let outcome = catalog
+    let outcome = Maintainer::new(catalog.clone())
         .replace_files(&planned, &group.files, &again.files)
         .await
         .expect("replace");
@@ -371,7 +372,7 @@ async fn nessie_refuses_remove_snapshots_and_expiry_says_so() {
     let loaded = catalog.load_table(&table).await.expect("load");
     // Nessie lists only the current snapshot: nothing for remove-snapshots to do.
     assert_eq!(loaded.metadata().snapshots().len(), 1);
-    let report = catalog
+    let report = Maintainer::new(catalog.clone())
         .expire_snapshots(
             &table,
             Retention {
@@ -384,7 +385,7 @@ async fn nessie_refuses_remove_snapshots_and_expiry_says_so() {
         .expect("expire");
     assert_eq!((report.listed, report.expired.len()), (1, 0));
     // And asked anyway, it refuses, clearly and for good.
-    match catalog
+    match Maintainer::new(catalog.clone())
         .remove_snapshots(&loaded, &[first.expect("first snapshot")])
         .await
     {

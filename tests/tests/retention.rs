@@ -10,8 +10,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, SystemTime};
 
 use tlake_catalog_client::LakeCatalog;
-use tlake_catalog_client::maintenance::{RetentionOutcome, SUMMARY_MAINTENANCE, live_data_files};
-use tlake_compactor::maintain::first_kept_day;
+use tlake_maintenance::{
+    Maintainer, RetentionOutcome, SUMMARY_MAINTENANCE, first_kept_day, live_data_files,
+};
 use tlake_proto::v1::LogEvent;
 use tlake_tests::assert_no_loss_no_dup;
 use tlake_tests::compactor::{Compactor, CompactorOptions, maintain};
@@ -251,7 +252,7 @@ async fn a_compactor_commit_between_plan_and_drop_is_kept_and_the_drop_retried()
     wait_for_rows(&catalog, &flow.stream, 1500, WAIT).await;
 
     let before_day = first_kept_day(SystemTime::now(), 7);
-    let outcome = catalog
+    let outcome = Maintainer::new(catalog.clone())
         .drop_days_before(&planned, before_day, false)
         .await
         .expect("drop");

@@ -11,9 +11,8 @@ use iceberg::spec::{Literal, PrimitiveLiteral, Transform};
 use iceberg::table::Table;
 use uuid::Uuid;
 
-use crate::catalog::LakeCatalog;
-use crate::error::Result;
-use crate::schema::EVENT_TIME;
+use tlake_catalog_client::Result;
+use tlake_catalog_client::schema::EVENT_TIME;
 
 use super::*;
 
@@ -53,7 +52,7 @@ pub fn day_to_date(day: i32) -> NaiveDate {
         .date_naive()
 }
 
-/// What [`LakeCatalog::drop_days_before`] did.
+/// What [`Maintainer::drop_days_before`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetentionOutcome {
     /// No partition spec of the table partitions by event time (the
@@ -127,7 +126,7 @@ pub fn plan_drop(table: &Table, files: &[LiveFile], before_day: i32) -> Option<D
     Some(plan)
 }
 
-impl LakeCatalog {
+impl Maintainer {
     /// Drops every live file of `planned`'s table whose event-time partition
     /// lies wholly before `before_day` (days since 1970-01-01, UTC) with one
     /// `delete` snapshot on `main`, carrying the parent's `tlake.*` summary
@@ -196,7 +195,7 @@ impl LakeCatalog {
                     plan: tried.unwrap_or_default(),
                 });
             }
-            table = match self.load_table(planned.identifier().name()).await {
+            table = match self.catalog.load_table(planned.identifier().name()).await {
                 Ok(t) => t,
                 Err(e) if tries.unknown > 0 && e.retryable() => {
                     return Ok(RetentionOutcome::Unknown {

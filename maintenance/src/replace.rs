@@ -7,8 +7,7 @@ use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use uuid::Uuid;
 
-use crate::catalog::LakeCatalog;
-use crate::error::Result;
+use tlake_catalog_client::Result;
 
 use super::*;
 
@@ -34,7 +33,7 @@ pub enum ReplaceOutcome {
     Unknown,
 }
 
-impl LakeCatalog {
+impl Maintainer {
     /// Commits one `replace` snapshot on `main` that removes `remove` and adds
     /// `add` (the same rows, rewritten), carrying the parent's `tlake.*`
     /// summary forward. `planned` is the table the rewrite was planned on.
@@ -104,7 +103,7 @@ impl LakeCatalog {
             if !tries.wait_to_retry(post, &name).await? {
                 return Ok(ReplaceOutcome::Unknown);
             }
-            table = match self.load_table(planned.identifier().name()).await {
+            table = match self.catalog.load_table(planned.identifier().name()).await {
                 Ok(t) => t,
                 Err(e) if tries.unknown > 0 && e.retryable() => return Ok(ReplaceOutcome::Unknown),
                 Err(e) => return Err(e),

@@ -1,9 +1,11 @@
 //! write: flushed rows → Parquet (zstd) data files through iceberg-rust's
 //! writers, one or more per day partition, so field ids, partition values
-//! and column metrics come out right. Nothing is committed here.
+//! and column metrics come out right (the compactor's flush and the
+//! maintenance rewrite). Nothing is committed here.
 
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
 use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct, Transform};
@@ -24,25 +26,6 @@ use tlake_proto::contract::columns::logs::{
     ATTRIBUTES, BODY, EVENT_ID, EVENT_TIME, OBSERVED_TIME, RESOURCE, SPAN_ID, TRACE_ID,
 };
 
-/// Writing failed (storage unreachable, or rows that do not fit the table).
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// From iceberg-rust (storage, partitioning, Parquet).
-    #[error("writing data files: {0}")]
-    Iceberg(#[from] iceberg::Error),
-    /// Buffered events did not turn into rows (a bug: they were validated).
-    #[error("building rows: {0}")]
-    Rows(String),
-    /// A buffered column cannot be converted to the table's type.
-    #[error("column {column} cannot be converted to the table's type: {reason}")]
-    Convert {
-        /// Column name.
-        column: String,
-        /// Why.
-        reason: String,
-    },
-}
-
 /// What was written.
 #[derive(Debug, Default)]
 pub struct Written {
@@ -54,9 +37,10 @@ pub struct Written {
     pub bytes: u64,
 }
 
-/// zstd level 1: with the encodings below, level 3 saved under 0.1 B/event
+/// The Parquet settings of every data file we write (public for the hot-path
+/// harness). zstd level 1: with the encodings below, level 3 saved under 0.1 B/event
 /// (synthetic and loghub) for ~8 % more compactor CPU (BENCHMARKS.md).
-fn writer_properties() -> WriterProperties {
+pub fn writer_properties() -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("valid level"),
@@ -99,15 +83,12 @@ fn writer_properties() -> WriterProperties {
 /// Converts `batch` to the table's Arrow schema, column by name (the
 /// table's field ids travel in the schema metadata). Columns the table has
 /// but we do not fill become nulls.
-pub fn conform(
-    batch: &RecordBatch,
-    target: &arrow_schema::SchemaRef,
-) -> Result<RecordBatch, WriteError> {
+pub fn conform(batch: &RecordBatch, target: &arrow_schema::SchemaRef) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
     for field in target.fields() {
         let column = match batch.column_by_name(field.name()) {
             Some(c) => tlake_record_reader::rows::fit(c.clone(), field).map_err(|reason| {
-                WriteError::Convert {
+                Error::Convert {
                     column: field.name().clone(),
                     reason,
                 }
@@ -116,7 +97,7 @@ pub fn conform(
         };
         columns.push(column);
     }
-    RecordBatch::try_new(target.clone(), columns).map_err(|e| WriteError::Convert {
+    RecordBatch::try_new(target.clone(), columns).map_err(|e| Error::Convert {
         column: "*".into(),
         reason: e.to_string(),
     })
@@ -156,10 +137,10 @@ fn day_key(metadata: &iceberg::spec::TableMetadata, day: i32) -> Option<Partitio
 /// are taken one at a time, so they can be built as they are written.
 pub async fn write_files(
     table: &Table,
-    parts: impl IntoIterator<Item = Result<Part, WriteError>>,
+    parts: impl IntoIterator<Item = Result<Part>>,
     flush_id: &str,
     target_file_bytes: u64,
-) -> Result<Written, WriteError> {
+) -> Result<Written> {
     let metadata = table.metadata();
     let schema = metadata.current_schema().clone();
     let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);

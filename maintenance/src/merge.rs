@@ -6,12 +6,12 @@ use iceberg::spec::{FormatVersion, ManifestContentType, ManifestFile, ManifestWr
 use iceberg::table::Table;
 use uuid::Uuid;
 
-use crate::catalog::{LakeCatalog, SUMMARY_COMMIT_ID};
-use crate::error::{Error, Result};
+use tlake_catalog_client::SUMMARY_COMMIT_ID;
+use tlake_catalog_client::{Error, Result};
 
 use super::*;
 
-/// What [`LakeCatalog::merge_manifests`] did. Counts are manifests in the
+/// What [`Maintainer::merge_manifests`] did. Counts are manifests in the
 /// current snapshot's manifest list (data and delete).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeOutcome {
@@ -129,7 +129,7 @@ pub(crate) struct StagedMerge {
 /// Manifests loaded at the same time while merging.
 pub(crate) const MERGE_READ_CONCURRENCY: usize = 16;
 
-impl LakeCatalog {
+impl Maintainer {
     /// Merges the data manifests of `table`'s current snapshot when it lists
     /// more than `max_manifests` of them: one `replace` snapshot, no data
     /// change, whose manifest list holds one new manifest with the live
@@ -137,7 +137,7 @@ impl LakeCatalog {
     /// EXISTING entries with their adding snapshot and sequence numbers),
     /// the delete manifests and live data manifests of other specs
     /// unchanged, and no manifest without a live file. The parent's `tlake.*`
-    /// summary is carried forward as by [`LakeCatalog::replace_files`].
+    /// summary is carried forward as by [`Maintainer::replace_files`].
     ///
     /// Before posting, the live data files (path, rows) of the new list are
     /// checked against the parent's; any difference is refused
@@ -145,7 +145,7 @@ impl LakeCatalog {
     /// between answers 409, and the merge is re-planned on the new table.
     pub async fn merge_manifests(&self, table: &str, max_manifests: usize) -> Result<MergeOutcome> {
         let commit_id = Uuid::now_v7();
-        let mut loaded = self.load_table(table).await?;
+        let mut loaded = self.catalog.load_table(table).await?;
         let name = loaded.identifier().to_string();
         let mut tries = Attempts::default();
         let mut first_before = None;
@@ -201,7 +201,7 @@ impl LakeCatalog {
             if !tries.wait_to_retry(post, &name).await? {
                 return Ok(MergeOutcome::Unknown { before });
             }
-            loaded = match self.load_table(table).await {
+            loaded = match self.catalog.load_table(table).await {
                 Ok(t) => t,
                 Err(e) if tries.unknown > 0 && e.retryable() => {
                     return Ok(MergeOutcome::Unknown { before });

@@ -4,7 +4,7 @@ use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, FormatVersion, ManifestContentType, ManifestList, Snapshot};
 use iceberg::table::Table;
 
-use crate::error::Result;
+use tlake_catalog_client::Result;
 
 /// One live data file of a table's current snapshot.
 #[derive(Debug, Clone)]

@@ -7,23 +7,23 @@ use iceberg::spec::{MAIN_BRANCH, TableMetadata};
 use iceberg::table::Table;
 use iceberg::{ErrorKind, TableRequirement, TableUpdate};
 
-use crate::catalog::{LakeCatalog, Posted, unexpected};
-use crate::error::{Error, Result};
+use tlake_catalog_client::Posted;
+use tlake_catalog_client::{Error, Result};
 
 use super::*;
 
-impl LakeCatalog {
+impl Maintainer {
     /// Removes the snapshots `retention` lets go (see [`snapshots_to_expire`])
     /// with a REST `remove-snapshots` update. On Nessie, which lists only the
     /// current snapshot, there is never anything to remove this way; the
-    /// history is expired by [`LakeCatalog::remove_orphans`].
+    /// history is expired by [`Maintainer::remove_orphans`].
     pub async fn expire_snapshots(
         &self,
         table: &str,
         retention: Retention,
         dry_run: bool,
     ) -> Result<ExpireReport> {
-        let loaded = self.load_table(table).await?;
+        let loaded = self.catalog.load_table(table).await?;
         let listed = loaded.metadata().snapshots().len();
         let expired = snapshots_to_expire(loaded.metadata(), retention, now_ms());
         if !expired.is_empty() && !dry_run {
@@ -39,7 +39,7 @@ impl LakeCatalog {
     pub async fn remove_snapshots(&self, table: &Table, ids: &[i64]) -> Result<()> {
         let name = table.identifier().to_string();
         let body = commit_body(
-            self,
+            &self.catalog,
             table,
             vec![TableRequirement::RefSnapshotIdMatch {
                 r#ref: MAIN_BRANCH.to_owned(),
@@ -50,6 +50,7 @@ impl LakeCatalog {
             }],
         )?;
         match self
+            .catalog
             .post_table_update(table.identifier().name(), &body)
             .await?
         {
@@ -74,7 +75,7 @@ impl LakeCatalog {
                     reason: catalog_message(&reason),
                 })
             }
-            Posted::Unknown(status, text) => Err(unexpected(format!(
+            Posted::Unknown(status, text) => Err(Error::unexpected(format!(
                 "remove-snapshots on {name} answered {status}: {text}"
             ))),
         }
@@ -91,7 +92,7 @@ pub struct Retention {
     pub keep_last: usize,
 }
 
-/// What [`LakeCatalog::expire_snapshots`] did.
+/// What [`Maintainer::expire_snapshots`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpireReport {
     /// Snapshots the catalog lists.

@@ -15,14 +15,14 @@ use iceberg::table::Table;
 use iceberg::{TableRequirement, TableUpdate};
 use uuid::Uuid;
 
-use crate::catalog::{LakeCatalog, Posted, SUMMARY_COMMIT_ID, unexpected};
-use crate::error::{Error, Result};
+use tlake_catalog_client::{Error, Result};
+use tlake_catalog_client::{Posted, SUMMARY_COMMIT_ID};
 
 use super::*;
 
 /// How many unknown outcomes (5xx, timeouts) before answering `Unknown`.
 /// Maintenance has no caller loop that retries it (the next run does), so
-/// it reconciles a few itself, paced by [`crate::retry::transient`].
+/// it reconciles a few itself, paced by [`tlake_catalog_client::retry::transient`].
 pub(crate) const MAX_UNKNOWN: u32 = 5;
 
 /// What posting a staged commit answered (a refusal is an error).
@@ -96,9 +96,9 @@ impl Default for Attempts {
     fn default() -> Self {
         Self {
             conflicts: 0,
-            conflict_waits: crate::retry::conflicts(),
+            conflict_waits: tlake_catalog_client::retry::conflicts(),
             unknown: 0,
-            unknown_waits: crate::retry::transient(),
+            unknown_waits: tlake_catalog_client::retry::transient(),
         }
     }
 }
@@ -138,7 +138,7 @@ impl Attempts {
 /// every file it wrote is deleted — nothing references them. `written` lists
 /// them as they are written, so a failure half-way cleans up what exists. (A
 /// staged commit whose post certainly did not land is cleaned up the same
-/// way, by [`LakeCatalog::post_staged`].)
+/// way, by [`Maintainer::post_staged`].)
 pub(crate) async fn discard_staged<T>(
     file_io: &FileIO,
     written: &[String],
@@ -156,7 +156,7 @@ pub(crate) struct Staged {
     pub(crate) written: Vec<String>,
 }
 
-impl LakeCatalog {
+impl Maintainer {
     /// Posts a staged `replace` snapshot as the new head of `main`, requiring
     /// `main` to still be its parent. Certainly-not-committed attempts (409,
     /// refusal) have their staged files deleted; a refusal is an error.
@@ -170,7 +170,7 @@ impl LakeCatalog {
         let snapshot_id = staged.snapshot.snapshot_id();
         let parent = staged.snapshot.parent_snapshot_id();
         let body = commit_body(
-            self,
+            &self.catalog,
             table,
             vec![
                 TableRequirement::UuidMatch {
@@ -195,6 +195,7 @@ impl LakeCatalog {
             ],
         )?;
         match self
+            .catalog
             .post_table_update(table.identifier().name(), &body)
             .await?
         {
@@ -222,7 +223,7 @@ impl LakeCatalog {
     }
 }
 
-impl LakeCatalog {
+impl Maintainer {
     /// Writes the manifests and manifest list of a snapshot on top of
     /// `table`'s current one that removes the live files `remove` and adds
     /// `add` (`removal` says whether the rows move or go). Nothing is
@@ -493,7 +494,7 @@ pub(crate) fn commit_body(
     requirements: Vec<TableRequirement>,
     updates: Vec<TableUpdate>,
 ) -> Result<serde_json::Value> {
-    let encode = |e: serde_json::Error| unexpected(format!("encoding a table commit: {e}"));
+    let encode = |e: serde_json::Error| Error::unexpected(format!("encoding a table commit: {e}"));
     Ok(serde_json::json!({
         "identifier": {"namespace": catalog.namespace().as_ref(), "name": table.identifier().name()},
         "requirements": serde_json::to_value(requirements).map_err(encode)?,

@@ -6,22 +6,21 @@ use std::time::Duration;
 
 use iceberg::spec::TableMetadata;
 
-use crate::catalog::LakeCatalog;
-use crate::error::{Error, Result};
+use tlake_catalog_client::{Error, Result};
 
 use super::*;
 
-impl LakeCatalog {
+impl Maintainer {
     /// Deletes the objects under `table`'s location that no retained version
     /// references and that are older than `policy.grace` (only reports them
     /// with `dry_run`). Retained versions: the current metadata, its
     /// metadata log, and the metadata files [`retained_versions`] keeps;
     /// referenced: those files, the manifest lists of their snapshots, the
     /// manifests, the live data and delete files, statistics files.
-    /// A grace shorter than [`retry::orphan_grace_floor`](crate::retry::orphan_grace_floor)
+    /// A grace shorter than [`retry::orphan_grace_floor`](tlake_catalog_client::retry::orphan_grace_floor)
     /// is refused: it could delete a flush's files before their commit lands.
     pub async fn remove_orphans(&self, table: &str, policy: OrphanPolicy) -> Result<OrphanReport> {
-        let floor = crate::retry::orphan_grace_floor(self.request_timeout);
+        let floor = tlake_catalog_client::retry::orphan_grace_floor(self.catalog.request_timeout());
         if policy.grace < floor {
             return Err(Error::Unsafe {
                 table: table.to_owned(),
@@ -32,7 +31,7 @@ impl LakeCatalog {
                 ),
             });
         }
-        let loaded = self.load_table(table).await?;
+        let loaded = self.catalog.load_table(table).await?;
         let name = loaded.identifier().to_string();
         let metadata = loaded.metadata();
         let unsafe_ = |reason: String| Error::Unsafe {
@@ -200,7 +199,7 @@ impl LakeCatalog {
     }
 }
 
-/// What [`LakeCatalog::remove_orphans`] keeps and deletes.
+/// What [`Maintainer::remove_orphans`] keeps and deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrphanPolicy {
     /// Which table versions (metadata files) stay readable.
@@ -212,7 +211,7 @@ pub struct OrphanPolicy {
     pub dry_run: bool,
 }
 
-/// What [`LakeCatalog::remove_orphans`] found and did.
+/// What [`Maintainer::remove_orphans`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrphanReport {
     /// Objects under the table's location.

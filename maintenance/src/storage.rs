@@ -1,8 +1,8 @@
 //! storage: listing and deleting objects under a table's location (opendal; iceberg-rust's
 //! FileIO cannot list), and the location forms the orphan check compares.
 
-use crate::catalog::S3Settings;
-use crate::error::{Error, Result};
+use tlake_catalog_client::S3Settings;
+use tlake_catalog_client::{Error, Result};
 
 /// S3 settings for listing and deleting objects (FileIO cannot list).
 #[derive(Clone)]
