@@ -155,16 +155,34 @@ const OUT_ROWS: usize = 1 << 13;
 const OUT_BYTES: usize = 64 << 20;
 const DAY_US: i64 = 86_400_000_000;
 
-#[derive(Debug)]
-struct TableBuffer {
-    sql_name: String,
-    stats: TableStats,
+/// A table's buffered events — the records' bytes and one row per event
+/// pointing into them — as a flush takes them away: the flush builds its
+/// Arrow parts from a `Batch` on another thread while the buffer fills the
+/// next one, then gives it back to be reused.
+#[derive(Debug, Default)]
+pub struct Batch {
     arena: Arena,
     records: Vec<RecordInfo>,
     /// Per record: the text every one of its rows repeats (service name,
     /// resource attributes), counted against a part's byte budget.
     record_text: Vec<usize>,
     rows: Vec<Row>,
+}
+
+/// How big an output part may get ([`OUT_ROWS`], [`OUT_BYTES`]; smaller in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct PartLimits {
+    rows: usize,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct TableBuffer {
+    sql_name: String,
+    stats: TableStats,
+    batch: Batch,
+    /// The batch the last flush took, given back: the next flush's memory.
+    spare: Option<Batch>,
     pending: PendingKeys,
     /// service name → its number in `<sql_name>_svc` (0 is no service).
     services: HashMap<String, i32>,
@@ -178,9 +196,7 @@ pub struct Buffers {
     tables: HashMap<String, TableBuffer>,
     window_flushes: usize,
     window_ids: usize,
-    /// Part limits ([`OUT_ROWS`], [`OUT_BYTES`]; smaller in tests).
-    part_rows: usize,
-    part_bytes: usize,
+    limits: PartLimits,
 }
 
 fn key_schema() -> Arc<Schema> {
@@ -205,8 +221,10 @@ impl Buffers {
             tables: HashMap::new(),
             window_flushes: window_flushes as usize,
             window_ids,
-            part_rows: OUT_ROWS,
-            part_bytes: OUT_BYTES,
+            limits: PartLimits {
+                rows: OUT_ROWS,
+                bytes: OUT_BYTES,
+            },
         })
     }
 
@@ -224,10 +242,8 @@ impl Buffers {
                 TableBuffer {
                     sql_name: b,
                     stats: TableStats::default(),
-                    arena: Arena::default(),
-                    records: Vec::new(),
-                    record_text: Vec::new(),
-                    rows: Vec::new(),
+                    batch: Batch::default(),
+                    spare: None,
                     pending: PendingKeys::default(),
                     services: HashMap::new(),
                     seen: SeenIds::new(),
@@ -267,8 +283,9 @@ impl Buffers {
                 }
             },
         };
-        let base = buffer.arena.push(&record.bytes);
-        let record_no = u32::try_from(buffer.records.len()).unwrap_or(u32::MAX);
+        let batch = &mut buffer.batch;
+        let base = batch.arena.push(&record.bytes);
+        let record_no = u32::try_from(batch.records.len()).unwrap_or(u32::MAX);
         let repeated = record.info.service.as_ref().map_or(0, String::len)
             + record
                 .info
@@ -276,15 +293,15 @@ impl Buffers {
                 .iter()
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>();
-        buffer.records.push(record.info);
-        buffer.record_text.push(repeated);
+        batch.records.push(record.info);
+        batch.record_text.push(repeated);
         let pending = &mut buffer.pending;
         for key in keys {
             if !buffer.seen.insert(key.id) {
                 continue; // a later copy of an id buffered or committed recently
             }
-            let idx = buffer.rows.len() as i64;
-            buffer.rows.push(Row {
+            let idx = batch.rows.len() as i64;
+            batch.rows.push(Row {
                 record: record_no,
                 start: base + u64::from(key.start),
                 len: key.len,
@@ -328,7 +345,7 @@ impl Buffers {
         let Some(buffer) = self.tables.get_mut(table) else {
             return Ok(FlushOrder::default());
         };
-        if buffer.rows.is_empty() {
+        if buffer.batch.rows.is_empty() {
             return Ok(FlushOrder::default());
         }
         append_keys(&self.db, buffer)?;
@@ -359,62 +376,63 @@ impl Buffers {
         Ok(order)
     }
 
-    /// `table`'s rows in `order`, built in `target` (the table's Arrow
-    /// schema) a part at a time — at most [`OUT_ROWS`] rows of one day each
-    /// — so a flush never holds more than one part of Arrow memory and each
-    /// part reuses the memory the previous one gave back.
+    /// `table`'s rows in `order`, built in `target` ([`Batch::parts`]).
     pub fn parts<'a>(
         &'a self,
         table: &str,
         order: &'a FlushOrder,
         target: &'a SchemaRef,
     ) -> impl Iterator<Item = Result<Part, tlake_catalog_client::Error>> + 'a {
-        let buffer = self.tables.get(table);
-        let (part_rows, part_bytes) = (self.part_rows, self.part_bytes);
-        let mut rest = order.rows.as_slice();
-        std::iter::from_fn(move || {
-            let &(_, day) = rest.first()?;
-            let Some(buffer) = buffer else {
-                rest = &[];
-                return Some(Err(tlake_catalog_client::Error::Rows(
-                    "no buffer for this table".into(),
-                )));
-            };
-            // At least one row. Counting each row's event bytes and the
-            // record text it repeats bounds a part's string columns by the
-            // budget plus one row — far below Arrow's 2 GiB.
-            let mut bytes = 0usize;
-            let n = rest
-                .iter()
-                .take(part_rows.max(1))
-                .take_while(|&&(idx, d)| {
-                    let fits = bytes < part_bytes.max(1);
-                    bytes += buffer.rows.get(idx as usize).map_or(0, |r| {
-                        r.len as usize
-                            + buffer
-                                .record_text
-                                .get(r.record as usize)
-                                .copied()
-                                .unwrap_or(0)
-                    });
-                    d == day && fits
-                })
-                .count();
-            let (this, next) = rest.split_at(n);
-            rest = next;
-            Some(build_part(buffer, this, day, target))
-        })
+        let batch = self.tables.get(table).map(|b| &b.batch);
+        let missing = (batch.is_none() && !order.is_empty()).then(|| {
+            Err(tlake_catalog_client::Error::Rows(
+                "no buffer for this table".into(),
+            ))
+        });
+        let limits = self.limits;
+        missing.into_iter().chain(
+            batch
+                .into_iter()
+                .flat_map(move |b| b.parts(order, target, limits)),
+        )
     }
 
-    /// After a commit: the flushed ids join the recent window, the buffer empties.
-    pub fn committed(&mut self, table: &str) -> Result<(), BufferError> {
+    /// The part limits a taken [`Batch`] is built with.
+    pub fn part_limits(&self) -> PartLimits {
+        self.limits
+    }
+
+    /// A flush takes `table`'s buffered events away to write them: its ids
+    /// join the recent window now (optimistically: a flush that fails ends
+    /// in a resync, which forgets the windows), and the buffer starts the
+    /// next batch in the memory the last flush gave back.
+    pub fn take(&mut self, table: &str) -> Result<Batch, BufferError> {
         let Some(buffer) = self.tables.get_mut(table) else {
-            return Ok(());
+            return Ok(Batch::default());
         };
         buffer.seen.committed(self.window_flushes, self.window_ids);
-        buffer.reset();
+        let next = buffer.spare.take().unwrap_or_default();
+        let taken = std::mem::replace(&mut buffer.batch, next);
+        buffer.stats = TableStats::default();
+        buffer.pending = PendingKeys::default();
         self.db
             .execute_batch(&format!("DELETE FROM {};", buffer.sql_name))?;
+        Ok(taken)
+    }
+
+    /// A taken batch is written: its memory serves `table`'s next one.
+    pub fn give_back(&mut self, table: &str, mut batch: Batch) {
+        if let Some(buffer) = self.tables.get_mut(table) {
+            batch.clear();
+            buffer.spare = Some(batch);
+        }
+    }
+
+    /// After a commit of what is buffered (taken and given back at once):
+    /// the ids join the recent window, the buffer empties.
+    pub fn committed(&mut self, table: &str) -> Result<(), BufferError> {
+        let batch = self.take(table)?;
+        self.give_back(table, batch);
         Ok(())
     }
 
@@ -544,17 +562,75 @@ impl TableBuffer {
     /// Empties the Rust side, keeping its memory for the next flush.
     fn reset(&mut self) {
         self.stats = TableStats::default();
+        self.batch.clear();
+        self.pending = PendingKeys::default();
+    }
+}
+
+impl Batch {
+    /// Forgets the events, keeping the memory.
+    fn clear(&mut self) {
         self.arena.clear();
         self.records.clear();
         self.record_text.clear();
         self.rows.clear();
-        self.pending = PendingKeys::default();
+    }
+
+    /// The rows in `order`, built in `target` (the table's Arrow schema) a
+    /// part at a time — at most `limits` rows and bytes of one day each — so
+    /// a flush never holds more than one part of Arrow memory and each part
+    /// reuses the memory the previous one gave back.
+    pub fn parts<'a>(
+        &'a self,
+        order: &'a FlushOrder,
+        target: &'a SchemaRef,
+        limits: PartLimits,
+    ) -> impl Iterator<Item = Result<Part, tlake_catalog_client::Error>> + 'a {
+        let mut rest = order.rows.as_slice();
+        std::iter::from_fn(move || {
+            let (part, next) = self.next_part(rest, target, limits)?;
+            rest = next;
+            Some(part)
+        })
+    }
+
+    /// The part at the head of `rest`, and what follows it.
+    #[allow(clippy::type_complexity)]
+    fn next_part<'o>(
+        &self,
+        rest: &'o [(u32, i32)],
+        target: &SchemaRef,
+        limits: PartLimits,
+    ) -> Option<(Result<Part, tlake_catalog_client::Error>, &'o [(u32, i32)])> {
+        let &(_, day) = rest.first()?;
+        // At least one row. Counting each row's event bytes and the record
+        // text it repeats bounds a part's string columns by the budget plus
+        // one row — far below Arrow's 2 GiB.
+        let mut bytes = 0usize;
+        let n = rest
+            .iter()
+            .take(limits.rows.max(1))
+            .take_while(|&&(idx, d)| {
+                let fits = bytes < limits.bytes.max(1);
+                bytes += self.rows.get(idx as usize).map_or(0, |r| {
+                    r.len as usize
+                        + self
+                            .record_text
+                            .get(r.record as usize)
+                            .copied()
+                            .unwrap_or(0)
+                });
+                d == day && fits
+            })
+            .count();
+        let (this, next) = rest.split_at(n);
+        Some((build_part(self, this, day, target), next))
     }
 }
 
 /// Rows `rows` (row number, day `day`) of `buffer` as one part.
 fn build_part(
-    buffer: &TableBuffer,
+    buffer: &Batch,
     rows: &[(u32, i32)],
     day: i32,
     target: &SchemaRef,
@@ -815,7 +891,7 @@ mod tests {
     fn parts_are_bounded_by_rows_and_bytes() {
         let mut buffers = Buffers::new(4, 1000).expect("duckdb");
         append(&mut buffers, &[1, 2, 3, 4, 5], "a");
-        buffers.part_rows = 2;
+        buffers.limits.rows = 2;
         let sizes = |out: Vec<(Option<i32>, Vec<u8>, Vec<String>)>| -> Vec<usize> {
             out.iter().map(|p| p.1.len()).collect()
         };
@@ -823,17 +899,48 @@ mod tests {
         assert_eq!(ids(&out), [5, 4, 3, 2, 1], "order kept across parts");
         assert_eq!(sizes(out), [2, 2, 1]);
         // Under one event's bytes: one event per part, never an empty part.
-        buffers.part_rows = OUT_ROWS;
-        buffers.part_bytes = 1;
+        buffers.limits.rows = OUT_ROWS;
+        buffers.limits.bytes = 1;
         assert_eq!(sizes(flush(&mut buffers)), [1, 1, 1, 1, 1]);
         // Rows of 27 encoded bytes plus their record's repeated text (service
         // and resource, "a"): one row is under 50 bytes, two are over, so a
         // part closes after two.
-        buffers.part_bytes = 50;
+        buffers.limits.bytes = 50;
         assert_eq!(sizes(flush(&mut buffers)), [2, 2, 1]);
         // 28 bytes: a row's 27 event bytes alone would leave room for a
         // second row; with the repeated text counted, it does not.
-        buffers.part_bytes = 28;
+        buffers.limits.bytes = 28;
         assert_eq!(sizes(flush(&mut buffers)), [1, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn a_taken_batch_is_written_while_the_buffer_fills_the_next() {
+        let mut buffers = Buffers::new(4, 1000).expect("duckdb");
+        append(&mut buffers, &[3, 1, 2], "a");
+        let order = buffers
+            .flush_order("default", SortBy::ServiceTime)
+            .expect("flush order");
+        let taken = buffers.take("default").expect("take");
+        assert_eq!(buffers.stats().count(), 0, "the buffer starts empty");
+        // While the batch is written: a copy of a taken id is dropped (it is
+        // committed, as far as the window knows), a new one is buffered.
+        append(&mut buffers, &[2, 4], "a");
+        let target = target();
+        let written: Vec<u8> = taken
+            .parts(&order, &target, buffers.part_limits())
+            .flat_map(|p| {
+                let p = p.expect("part");
+                let ids = p.rows.column_by_name("event_id").expect("id");
+                let ids = ids.as_fixed_size_binary();
+                (0..ids.len()).map(|i| ids.value(i)[0]).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(written, [3, 2, 1], "the batch's rows, in the flush order");
+        buffers.give_back("default", taken);
+        assert_eq!(ids(&flush(&mut buffers)), [4], "the next batch, untouched");
+        // The memory given back serves the batch after.
+        buffers.committed("default").expect("committed");
+        append(&mut buffers, &[5], "a");
+        assert_eq!(ids(&flush(&mut buffers)), [5]);
     }
 }

@@ -18,7 +18,7 @@ use tlake_catalog_client::iceberg::table::Table;
 use tlake_catalog_client::retry::COMMIT_DEADLINE;
 use tlake_catalog_client::{CommitOutcome, CommitRequest};
 
-use crate::buffer::{Buffers, FlushOrder};
+use crate::buffer::{Batch, FlushOrder, PartLimits};
 use crate::lake::{GiveUp, Lake};
 use crate::metrics::{Metrics, TableLabels};
 use crate::pipeline::PipelineError;
@@ -39,15 +39,18 @@ fn failpoint(name: &str) {
 /// The rows a flush writes to one table.
 #[derive(Debug)]
 pub enum Source<'a> {
-    /// A table's buffer, in `order`, built in `target`'s layout as they are
-    /// written (and again if the write is retried).
-    Buffered {
-        /// The buffers.
-        buffers: &'a Buffers,
+    /// A table's batch taken from its buffer, in `order`, built in
+    /// `target`'s layout as they are written (and again if the write is
+    /// retried).
+    Taken {
+        /// The buffered events.
+        batch: &'a Batch,
         /// Which rows, in which order.
         order: &'a FlushOrder,
         /// The table's Arrow schema.
         target: &'a SchemaRef,
+        /// How big a part may get.
+        limits: PartLimits,
     },
     /// Rows already built (dead letters).
     Batch(Part),
@@ -56,7 +59,7 @@ pub enum Source<'a> {
 impl Source<'_> {
     fn rows(&self) -> usize {
         match self {
-            Source::Buffered { order, .. } => order.len(),
+            Source::Taken { order, .. } => order.len(),
             Source::Batch(part) => part.rows.num_rows(),
         }
     }
@@ -177,14 +180,15 @@ fn write(
         |e| matches!(e, tlake_catalog_client::Error::Iceberg(_)),
         || async {
             match source {
-                Source::Buffered {
-                    buffers,
+                Source::Taken {
+                    batch,
                     order,
                     target,
+                    limits,
                 } => {
                     write_files(
                         table,
-                        buffers.parts(name, order, target),
+                        batch.parts(order, target, *limits),
                         flush_id,
                         cx.target_file_bytes,
                     )

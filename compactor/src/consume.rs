@@ -14,6 +14,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tlake_catalog_client::Progress;
 
 use crate::config::Config;
+use crate::flush::FlightGate;
 use crate::lake::Lake;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::progress::{self, Seeks};
@@ -43,6 +44,9 @@ pub enum Rebalanced {
 #[derive(Debug)]
 pub struct Rebalances {
     lake: Arc<Lake>,
+    /// Whether a flush is in the air: its commit lands before the tables'
+    /// progress is read, or a partition is given up.
+    gate: Arc<FlightGate>,
     events: Mutex<Vec<Rebalanced>>,
     high_watermarks: Mutex<HashMap<Tp, i64>>,
 }
@@ -55,7 +59,11 @@ const STATISTICS_EVERY_MS: u32 = 1_000;
 pub type KafkaConsumer = BaseConsumer<Rebalances>;
 
 /// Creates the consumer (manual offsets, read-committed) and subscribes.
-pub fn subscribe(config: &Config, lake: Arc<Lake>) -> Result<KafkaConsumer, KafkaError> {
+pub fn subscribe(
+    config: &Config,
+    lake: Arc<Lake>,
+    gate: Arc<FlightGate>,
+) -> Result<KafkaConsumer, KafkaError> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.kafka.brokers)
@@ -79,6 +87,7 @@ pub fn subscribe(config: &Config, lake: Arc<Lake>) -> Result<KafkaConsumer, Kafk
     }
     let consumer: KafkaConsumer = client.create_with_context(Rebalances {
         lake,
+        gate,
         events: Mutex::new(Vec::new()),
         high_watermarks: Mutex::new(HashMap::new()),
     })?;
@@ -177,6 +186,10 @@ impl ConsumerContext for Rebalances {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        // A flush in the air commits offsets of partitions this rebalance
+        // moves: let it land first, so that whoever reads the tables next
+        // (this process on assignment, another on revocation) sees it.
+        self.gate.wait();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts: Vec<Tp> = tpl

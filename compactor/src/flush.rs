@@ -1,20 +1,44 @@
 //! flush: when — the latency cap, or the size target through the
 //! Parquet:Kafka byte ratio learned from earlier flushes — and the flush
-//! itself: every table's buffer at one cut of consumed positions
-//! ([`crate::commit`] writes and commits each), then the dead letters, then
-//! the advisory group commit.
+//! itself, in two halves so that consuming goes on while files are written:
+//!
+//! 1. [`Pipeline::launch`], on the consume thread: one cut of consumed
+//!    positions; per table its checked metadata, the order of its rows
+//!    (DuckDB's sort) and its buffered events taken away
+//!    ([`Buffers::take`](crate::buffer::Buffers::take)), the buffer starting
+//!    the next batch at once; then the dead letters. A thread of its own —
+//!    the flight — writes and commits every table at that cut
+//!    ([`crate::commit`]), one after another.
+//! 2. [`Pipeline::land`], on the consume thread again, before the next
+//!    flush, a rebalance, a commit check or the stop: what the flight
+//!    committed becomes this process's view of the tables (the next flush's
+//!    fencing base), the group offsets follow; a fence or an unknown outcome
+//!    resyncs from the tables, as before.
+//!
+//! So at most one flight is in the air and commits keep their order; the
+//! rebalance callback waits for it ([`FlightGate`]) before reading the
+//! tables' progress, so an assignment never starts from offsets a commit
+//! in the air is about to move. The cost is a second batch in memory while
+//! the first is written.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
+use arrow_schema::SchemaRef;
 use tlake_catalog_client::iceberg::arrow::schema_to_arrow_schema;
+use tlake_catalog_client::iceberg::table::Table;
 use tlake_catalog_client::write::Part;
-use tlake_catalog_client::{DEAD_LETTER_TABLE, TableKind};
+use tlake_catalog_client::{DEAD_LETTER_TABLE, Offsets, TableKind};
 
+use crate::buffer::{Batch, FlushOrder, PartLimits};
 use crate::commit::{FlushContext, FlushStop, Source, write_and_commit};
-use crate::consume;
-use crate::metrics::TableLabels;
+use crate::consume::{self, Tp};
+use crate::lake::Lake;
+use crate::metrics::{Metrics, TableLabels};
 use crate::pipeline::{Pipeline, PipelineError};
+use crate::progress::Moves;
 
 /// Parquet bytes per buffered Kafka byte, learned from flushes: the size
 /// trigger fires when a buffer would make a file of the target size.
@@ -46,6 +70,97 @@ impl SizeTrigger {
     }
 }
 
+/// Whether a flight is in the air. The rebalance callback (inside the
+/// consumer's poll, on the consume thread) waits here for it to land.
+#[derive(Debug, Default)]
+pub struct FlightGate {
+    flying: Mutex<bool>,
+    landed: Condvar,
+}
+
+impl FlightGate {
+    fn take_off(&self) {
+        *self.flying.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    fn touch_down(&self) {
+        *self.flying.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.landed.notify_all();
+    }
+
+    /// Returns once no flight is in the air.
+    pub fn wait(&self) {
+        let mut flying = self.flying.lock().unwrap_or_else(|p| p.into_inner());
+        while *flying {
+            flying = self.landed.wait(flying).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Opens the gate when the flight's thread ends, however it ends.
+struct TouchDown(Arc<FlightGate>);
+
+impl Drop for TouchDown {
+    fn drop(&mut self) {
+        self.0.touch_down();
+    }
+}
+
+/// The rows one table's share of a flight writes.
+enum FlightRows {
+    /// A log table's batch, in `order`, built in `target`.
+    Taken {
+        batch: Batch,
+        order: FlushOrder,
+        target: SchemaRef,
+    },
+    /// The dead letters, already rows.
+    DeadLetters(Part),
+}
+
+/// One table's share of a flight.
+struct TableFlush {
+    name: String,
+    table: Table,
+    rows: FlightRows,
+    moves: Moves,
+    max_event_time_us: Option<i64>,
+    /// Rows and Kafka bytes buffered (copies included), for the metrics and
+    /// the size trigger.
+    buffered_rows: u64,
+    buffered_bytes: u64,
+}
+
+/// What one table's share committed.
+struct Landed {
+    name: String,
+    next: Offsets,
+    rows: u64,
+    bytes: u64,
+    buffered_rows: u64,
+    buffered_bytes: u64,
+    seconds: f64,
+    /// The batch written, given back to the buffer (none for dead letters).
+    batch: Option<Batch>,
+    dead_letters: u64,
+}
+
+/// A flush being written and committed on its own thread.
+#[derive(Debug)]
+pub struct Flight {
+    cut: BTreeMap<Tp, i64>,
+    handle: JoinHandle<Result<Vec<Landed>, FlushStop>>,
+}
+
+/// What the flight's thread needs besides the tables' shares.
+struct Crew {
+    lake: Arc<Lake>,
+    metrics: Arc<Metrics>,
+    writer_epoch: u64,
+    target_file_bytes: u64,
+    limits: PartLimits,
+}
+
 impl Pipeline {
     /// Whether a buffer (or the dead letters) reached the latency cap or
     /// the size target.
@@ -57,64 +172,53 @@ impl Pipeline {
         }) || self.dead.due(latency)
     }
 
-    /// Writes and commits every buffer at the current cut.
+    /// Lands the flight in the air, if any, then launches one for what is
+    /// buffered at the current cut.
     pub(crate) fn flush_all(&mut self) -> Result<(), PipelineError> {
-        match self.flush_at_cut() {
-            Ok(()) => Ok(()),
-            Err(FlushStop::Resync) => self.resync(),
-            Err(FlushStop::Fatal(e)) => Err(*e),
-        }
+        self.land()?;
+        self.launch()
     }
 
-    fn flush_at_cut(&mut self) -> Result<(), FlushStop> {
+    /// Takes every buffer (and the dead letters) at one cut and sends them
+    /// to be written and committed on the flight's thread.
+    fn launch(&mut self) -> Result<(), PipelineError> {
+        debug_assert!(self.flight.is_none(), "one flight at a time");
         let cut = self.positions.cut();
-        let cx = FlushContext {
-            lake: &self.lake,
-            metrics: &self.metrics,
-            writer_epoch: self.writer_epoch,
-            target_file_bytes: self.config.flush.target_file_bytes,
-        };
-        let tables: Vec<(String, Option<i64>, u64, u64)> = self
+        let buffered: Vec<(String, Option<i64>, u64, u64)> = self
             .buffers
             .stats()
             .map(|(t, s)| (t.to_owned(), s.max_event_time_us, s.rows, s.bytes))
             .collect();
-        for (name, max_event_time, buffered_rows, buffered_bytes) in tables {
-            let started = Instant::now();
+        let mut shares = Vec::new();
+        for (name, max_event_time_us, buffered_rows, buffered_bytes) in buffered {
             let table = self
                 .tables
                 .get(&self.lake, &mut self.buffers, &name, TableKind::Logs)?;
-            let target = schema_to_arrow_schema(table.metadata().current_schema())
-                .map_err(|e| PipelineError::Catalog(e.into()))?;
-            let target = Arc::new(target);
+            let target = Arc::new(
+                schema_to_arrow_schema(table.metadata().current_schema())
+                    .map_err(|e| PipelineError::Catalog(e.into()))?,
+            );
             let order = self
                 .buffers
-                .flush_order(&name, self.tables.sort_by(&name))
-                .map_err(PipelineError::from)?;
-            let rows = order.len() as u64;
-            if let Some(moves) = self.positions.moves(&name, &cut) {
-                let next = moves.next.clone();
-                let source = Source::Buffered {
-                    buffers: &self.buffers,
-                    order: &order,
-                    target: &target,
-                };
-                let done = write_and_commit(cx, &table, &name, source, moves, max_event_time)?;
-                self.positions.committed(&name, &next);
-                self.tables.reload(&name);
-                let labels = TableLabels {
-                    table: name.clone(),
-                };
-                let m = &self.metrics;
-                m.flush_rows.get_or_create(&labels).inc_by(rows);
-                m.flush_bytes.get_or_create(&labels).inc_by(done.bytes);
-                m.flush_duplicates
-                    .get_or_create(&labels)
-                    .inc_by(buffered_rows.saturating_sub(rows));
-                m.flush_seconds.observe(started.elapsed().as_secs_f64());
-                self.trigger.learn(buffered_bytes, done.bytes);
+                .flush_order(&name, self.tables.sort_by(&name))?;
+            let batch = self.buffers.take(&name)?;
+            match self.positions.moves(&name, &cut) {
+                Some(moves) => shares.push(TableFlush {
+                    name,
+                    table,
+                    rows: FlightRows::Taken {
+                        batch,
+                        order,
+                        target,
+                    },
+                    moves,
+                    max_event_time_us,
+                    buffered_rows,
+                    buffered_bytes,
+                }),
+                // The table holds every record buffered (none to commit).
+                None => self.buffers.give_back(&name, batch),
             }
-            self.buffers.committed(&name).map_err(PipelineError::from)?;
         }
         if !self.dead.is_empty() {
             let table = self.tables.get(
@@ -124,24 +228,152 @@ impl Pipeline {
                 TableKind::DeadLetters,
             )?;
             if let Some(moves) = self.positions.moves(DEAD_LETTER_TABLE, &cut) {
-                let next = moves.next.clone();
-                let source = Source::Batch(Part {
-                    day: None,
-                    rows: self.dead.batch(),
+                shares.push(TableFlush {
+                    name: DEAD_LETTER_TABLE.to_owned(),
+                    table,
+                    rows: FlightRows::DeadLetters(Part {
+                        day: None,
+                        rows: self.dead.batch(),
+                    }),
+                    moves,
+                    max_event_time_us: None,
+                    buffered_rows: self.dead.len() as u64,
+                    buffered_bytes: 0,
                 });
-                write_and_commit(cx, &table, DEAD_LETTER_TABLE, source, moves, None)?;
-                self.positions.committed(DEAD_LETTER_TABLE, &next);
-                self.tables.reload(DEAD_LETTER_TABLE);
-                self.metrics.dead_letters.inc_by(self.dead.len() as u64);
             }
             self.dead.clear();
         }
-        if !cut.is_empty() {
-            consume::commit_advisory(&self.consumer, &cut);
-            self.record_lag();
+        if shares.is_empty() {
+            if !cut.is_empty() {
+                consume::commit_advisory(&self.consumer, &cut);
+            }
+            return Ok(());
         }
+        let crew = Crew {
+            lake: self.lake.clone(),
+            metrics: self.metrics.clone(),
+            writer_epoch: self.writer_epoch,
+            target_file_bytes: self.config.flush.target_file_bytes,
+            limits: self.buffers.part_limits(),
+        };
+        self.gate.take_off();
+        let touch_down = TouchDown(self.gate.clone());
+        let handle = std::thread::Builder::new()
+            .name("tlake-flush".into())
+            .spawn(move || {
+                let _touch_down = touch_down;
+                fly(&crew, shares)
+            })
+            .map_err(|e| PipelineError::Flight(format!("cannot start the flush thread: {e}")))?;
+        self.flight = Some(Flight { cut, handle });
         Ok(())
     }
+
+    /// Waits for the flight in the air, if any, and applies what it
+    /// committed; a fence or an unknown outcome resyncs from the tables.
+    pub(crate) fn land(&mut self) -> Result<(), PipelineError> {
+        let Some(flight) = self.flight.take() else {
+            return Ok(());
+        };
+        let outcome = flight.handle.join().unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            Err(FlushStop::Fatal(Box::new(PipelineError::Flight(format!(
+                "the flush thread panicked: {message}"
+            )))))
+        });
+        let landed = match outcome {
+            Ok(landed) => landed,
+            Err(FlushStop::Resync) => return self.resync(),
+            Err(FlushStop::Fatal(e)) => return Err(*e),
+        };
+        for share in landed {
+            self.positions.committed(&share.name, &share.next);
+            self.tables.reload(&share.name);
+            let m = &self.metrics;
+            if share.name == DEAD_LETTER_TABLE {
+                m.dead_letters.inc_by(share.dead_letters);
+            } else {
+                let labels = TableLabels {
+                    table: share.name.clone(),
+                };
+                m.flush_rows.get_or_create(&labels).inc_by(share.rows);
+                m.flush_bytes.get_or_create(&labels).inc_by(share.bytes);
+                m.flush_duplicates
+                    .get_or_create(&labels)
+                    .inc_by(share.buffered_rows.saturating_sub(share.rows));
+                m.flush_seconds.observe(share.seconds);
+                self.trigger.learn(share.buffered_bytes, share.bytes);
+            }
+            if let Some(batch) = share.batch {
+                self.buffers.give_back(&share.name, batch);
+            }
+        }
+        consume::commit_advisory(&self.consumer, &flight.cut);
+        self.record_lag();
+        Ok(())
+    }
+}
+
+/// The flight: every share written and committed in turn, on the flight's
+/// thread. Stops at the first share that does not commit.
+fn fly(crew: &Crew, shares: Vec<TableFlush>) -> Result<Vec<Landed>, FlushStop> {
+    let cx = FlushContext {
+        lake: &crew.lake,
+        metrics: &crew.metrics,
+        writer_epoch: crew.writer_epoch,
+        target_file_bytes: crew.target_file_bytes,
+    };
+    let mut landed = Vec::with_capacity(shares.len());
+    for share in shares {
+        let started = Instant::now();
+        let next = share.moves.next.clone();
+        let (source, rows) = match &share.rows {
+            FlightRows::Taken {
+                batch,
+                order,
+                target,
+            } => (
+                Source::Taken {
+                    batch,
+                    order,
+                    target,
+                    limits: crew.limits,
+                },
+                order.len() as u64,
+            ),
+            FlightRows::DeadLetters(part) => {
+                (Source::Batch(part.clone()), part.rows.num_rows() as u64)
+            }
+        };
+        let done = write_and_commit(
+            cx,
+            &share.table,
+            &share.name,
+            source,
+            share.moves,
+            share.max_event_time_us,
+        )?;
+        let (batch, dead_letters) = match share.rows {
+            FlightRows::Taken { batch, .. } => (Some(batch), 0),
+            FlightRows::DeadLetters(_) => (None, rows),
+        };
+        landed.push(Landed {
+            name: share.name,
+            next,
+            rows,
+            bytes: done.bytes,
+            buffered_rows: share.buffered_rows,
+            buffered_bytes: share.buffered_bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            batch,
+            dead_letters,
+        });
+    }
+    Ok(landed)
 }
 
 #[cfg(test)]
@@ -160,5 +392,21 @@ mod tests {
         assert!(!trigger.due(900, 100) && trigger.due(1100, 100));
         trigger.learn(0, 0);
         assert!(trigger.due(1100, 100), "an empty flush teaches nothing");
+    }
+
+    #[test]
+    fn the_gate_opens_when_the_flight_lands() {
+        let gate = Arc::new(FlightGate::default());
+        gate.wait(); // nothing in the air: returns at once
+        gate.take_off();
+        let touch_down = TouchDown(gate.clone());
+        let flight = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(touch_down);
+        });
+        let waited = Instant::now();
+        gate.wait();
+        assert!(waited.elapsed() >= std::time::Duration::from_millis(40));
+        flight.join().expect("flight");
     }
 }

@@ -7,8 +7,10 @@
 //! each record is then skipped for its table if that table already holds
 //! it, or routed to its table's buffer ([`crate::buffer`], checked tables in
 //! [`crate::tables`]) or to the dead letters ([`crate::dead_letters`]). A
-//! flush ([`crate::flush`]) writes every table's buffer at one cut of
-//! consumed positions and commits each table with that cut ([`crate::commit`]).
+//! flush ([`crate::flush`]) takes every table's buffer at one cut of
+//! consumed positions; its flight writes and commits each table with that
+//! cut ([`crate::commit`]) on a thread of its own while this one consumes,
+//! and is landed before the next flush, a rebalance or a commit check.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -23,7 +25,7 @@ use crate::buffer::Buffers;
 use crate::config::Config;
 use crate::consume::{self, KafkaConsumer, Rebalanced, Tp};
 use crate::dead_letters::DeadLetters;
-use crate::flush::SizeTrigger;
+use crate::flush::{Flight, FlightGate, SizeTrigger};
 use crate::lake::Lake;
 use crate::metrics::Metrics;
 use crate::progress::{self, Positions};
@@ -43,6 +45,9 @@ pub enum PipelineError {
     /// A table cannot be used (incompatible layout, bad settings).
     #[error(transparent)]
     Catalog(#[from] tlake_catalog_client::Error),
+    /// The flush thread could not start, or panicked.
+    #[error("{0}")]
+    Flight(String),
 }
 
 /// How often [`Pipeline::verify_commits`] compares our commits with the tables.
@@ -62,6 +67,10 @@ pub struct Pipeline {
     pub(crate) positions: Positions,
     pub(crate) trigger: SizeTrigger,
     pub(crate) writer_epoch: u64,
+    /// The flush being written and committed, if any.
+    pub(crate) flight: Option<Flight>,
+    /// Whether it is in the air (the rebalance callback waits on it).
+    pub(crate) gate: Arc<FlightGate>,
     last_lag: Instant,
     last_verify: Instant,
     /// Reused: the record being taken, and its events' keys.
@@ -87,7 +96,8 @@ impl Pipeline {
         stop: Arc<AtomicBool>,
     ) -> Result<Self, PipelineError> {
         let lake = Arc::new(Lake::new(rt, catalog, stop));
-        let consumer = consume::subscribe(&config, lake.clone())?;
+        let gate = Arc::new(FlightGate::default());
+        let consumer = consume::subscribe(&config, lake.clone(), gate.clone())?;
         let buffers = Buffers::new(
             config.flush.dedup_window_flushes,
             usize::try_from(config.flush.dedup_window_ids).unwrap_or(usize::MAX),
@@ -107,6 +117,8 @@ impl Pipeline {
             positions: Positions::default(),
             trigger: SizeTrigger::default(),
             writer_epoch,
+            flight: None,
+            gate,
             last_lag: Instant::now(),
             last_verify: Instant::now(),
             payload: Vec::new(),
@@ -153,12 +165,19 @@ impl Pipeline {
         }
         tracing::info!("stopping: flushing what is buffered");
         self.flush_all()?;
+        self.land()?;
         self.metrics.set_ready(false);
         Ok(())
     }
 
     fn apply_rebalances(&mut self) -> Result<(), PipelineError> {
-        for event in consume::take_rebalances(&self.consumer) {
+        let events = consume::take_rebalances(&self.consumer);
+        if !events.is_empty() {
+            // The callback waited for the flight; what it committed is part
+            // of what this process held before the assignment changed.
+            self.land()?;
+        }
+        for event in events {
             // Whatever was buffered may now belong to someone else, or be
             // re-read from the tables' offsets: drop it all.
             self.buffers.clear()?;
@@ -252,6 +271,7 @@ impl Pipeline {
     /// partition to trip the fence.
     fn verify_commits(&mut self) -> Result<(), PipelineError> {
         self.last_verify = Instant::now();
+        self.land()?;
         let names: Vec<String> = self.positions.committed_here().map(str::to_owned).collect();
         for name in names {
             // Unreachable, or not ours: the next commit's retries and checks say so.
