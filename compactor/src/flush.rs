@@ -9,8 +9,9 @@
 //!    the next batch at once; then the dead letters. A thread of its own —
 //!    the flight — writes and commits every table at that cut
 //!    ([`crate::commit`]), one after another.
-//! 2. [`Pipeline::land`], on the consume thread again, before the next
-//!    flush, a rebalance, a commit check or the stop: what the flight
+//! 2. [`Pipeline::land`], on the consume thread again, as soon as the
+//!    flight is down (looked at after every poll) and at the latest before
+//!    the next flush, a rebalance, a commit check or the stop: what the flight
 //!    committed becomes this process's view of the tables (the next flush's
 //!    fencing base), the group offsets follow; a fence or an unknown outcome
 //!    resyncs from the tables, as before.
@@ -152,6 +153,13 @@ pub struct Flight {
     handle: JoinHandle<Result<Vec<Landed>, FlushStop>>,
 }
 
+impl Flight {
+    /// Whether its thread is done (landing it will not wait).
+    pub fn is_down(&self) -> bool {
+        self.handle.is_finished()
+    }
+}
+
 /// What the flight's thread needs besides the tables' shares.
 struct Crew {
     lake: Arc<Lake>,
@@ -246,6 +254,7 @@ impl Pipeline {
         if shares.is_empty() {
             if !cut.is_empty() {
                 consume::commit_advisory(&self.consumer, &cut);
+                self.record_lag();
             }
             return Ok(());
         }

@@ -153,6 +153,11 @@ impl Pipeline {
                 None => {}
             }
             self.payload = payload;
+            // Land a finished flight at once: the group offsets (the gateway's
+            // watermarks and lag) follow each commit, not the next flush.
+            if self.flight.as_ref().is_some_and(Flight::is_down) {
+                self.land()?;
+            }
             if self.flush_due() {
                 self.flush_all()?;
             }
