@@ -7,7 +7,8 @@
 //! ```sh
 //! eval "$(deploy/local/stack env)"
 //! cargo build --release -p tlake-compactor --bin tlake-compactor --example compactor_bench
-//! target/release/examples/compactor_bench throughput --events 1000000
+//! target/release/examples/compactor_bench throughput --events 3000000 --runs 5
+//! target/release/examples/compactor_bench ab --events 3000000 --runs 5 --a OLD_BIN --b NEW_BIN
 //! target/release/examples/compactor_bench corpus --dir /work/shared/corpus/loghub-2k
 //! target/release/examples/compactor_bench freshness --rate 10000 --seconds 30
 //! target/release/examples/compactor_bench promoted --events 10000000 --runs 5
@@ -15,9 +16,12 @@
 //! ```
 //!
 //! Each run uses a fresh topic (4 partitions) and a fresh stream/table.
+//! `TLAKE_COMPACTOR_BIN` runs another build of the compactor (an A/B of two
+//! versions, alternating, on the same stack).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -249,13 +253,24 @@ async fn produce(s: &Setup, events: Vec<LogEvent>) -> Vec<(i32, i64, usize, usiz
     out
 }
 
+/// The release compactor beside this example, or `TLAKE_COMPACTOR_BIN`.
+fn compactor_bin() -> PathBuf {
+    match std::env::var_os("TLAKE_COMPACTOR_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => std::env::current_exe()
+            .expect("exe")
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .join("tlake-compactor"),
+    }
+}
+
 fn start_compactor(s: &Setup, latency_ms: u64, extra_toml: &str) -> Child {
-    let exe = std::env::current_exe().expect("exe");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("tlake-compactor");
+    start_compactor_bin(s, latency_ms, extra_toml, &compactor_bin())
+}
+
+fn start_compactor_bin(s: &Setup, latency_ms: u64, extra_toml: &str, bin: &Path) -> Child {
     let dir = std::env::temp_dir().join(format!("tlake-bench-{}", s.topic));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("compactor.toml");
@@ -273,7 +288,7 @@ fn start_compactor(s: &Setup, latency_ms: u64, extra_toml: &str) -> Child {
         ),
     )
     .expect("config");
-    let mut child = Command::new(&bin)
+    let mut child = Command::new(bin)
         .arg("--config")
         .arg(&config)
         .env("AWS_ACCESS_KEY_ID", env("TLAKE_S3_ACCESS_KEY", ""))
@@ -346,7 +361,19 @@ async fn table_size(s: &Setup) -> (u64, u64, usize) {
     (get("total-records"), get("total-files-size"), commits)
 }
 
-async fn drain(name: &str, events: Vec<LogEvent>) {
+/// What one drain measured.
+#[derive(Debug, Clone, Copy)]
+struct Drained {
+    wall_events_per_s: f64,
+    events_per_cpu_s: f64,
+    bytes_per_event: f64,
+}
+
+async fn drain(name: &str, events: Vec<LogEvent>) -> Drained {
+    drain_with(name, events, &compactor_bin()).await
+}
+
+async fn drain_with(name: &str, events: Vec<LogEvent>, bin: &Path) -> Drained {
     let s = setup(name).await;
     let n = events.len();
     let raw: usize = events.iter().map(prost::Message::encoded_len).sum();
@@ -358,7 +385,7 @@ async fn drain(name: &str, events: Vec<LogEvent>) {
         *e = (*e).max(o + 1);
     }
     let start = Instant::now();
-    let mut child = start_compactor(&s, 5000, "");
+    let mut child = start_compactor_bin(&s, 5000, "", bin);
     loop {
         if let Ok(p) = s.catalog.progress(&s.stream).await
             && covered(&p.offsets, &s.topic, &ends)
@@ -387,6 +414,49 @@ async fn drain(name: &str, events: Vec<LogEvent>) {
         raw as f64 / 1e6 / cpu,
         bytes as f64 / rows as f64,
     );
+    Drained {
+        wall_events_per_s: n as f64 / elapsed,
+        events_per_cpu_s: n as f64 / cpu,
+        bytes_per_event: bytes as f64 / rows as f64,
+    }
+}
+
+/// Median and range of `values`, as "median (min–max)".
+fn spread(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    let median = match values.len() {
+        0 => return "-".into(),
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    };
+    format!(
+        "{median:.0} ({:.0}–{:.0})",
+        values[0],
+        values[values.len() - 1]
+    )
+}
+
+/// `runs` drains of `n` synthetic events by each build in `bins`, the
+/// builds alternating run by run (A B A B …) on the same stack, so the
+/// box's load falls on each alike; prints each build's median and range.
+async fn side_by_side(n: u64, runs: u32, bins: &[(String, PathBuf)]) {
+    let mut results: Vec<Vec<Drained>> = vec![Vec::new(); bins.len()];
+    for run in 0..runs {
+        for (i, (label, bin)) in bins.iter().enumerate() {
+            println!("run {} of {runs}, {label} ({}):", run + 1, bin.display());
+            results[i].push(drain_with("synthetic", (0..n).map(synthetic).collect(), bin).await);
+        }
+    }
+    println!("\n{n} events, {runs} runs per build: median (min–max)");
+    for ((label, _), drained) in bins.iter().zip(&results) {
+        let pick = |f: fn(&Drained) -> f64| drained.iter().map(f).collect::<Vec<_>>();
+        println!(
+            "  {label}: wall events/s {}, events per CPU-second {}, bytes/event {}",
+            spread(&mut pick(|d| d.wall_events_per_s)),
+            spread(&mut pick(|d| d.events_per_cpu_s)),
+            spread(&mut pick(|d| d.bytes_per_event)),
+        );
+    }
 }
 
 async fn freshness(rate: u64, seconds: u64) {
@@ -682,7 +752,21 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("throughput") => {
             let n: u64 = arg("--events", "1000000").parse().expect("--events");
-            drain("synthetic", (0..n).map(synthetic).collect()).await;
+            let runs: u32 = arg("--runs", "1").parse().expect("--runs");
+            side_by_side(n, runs, &[("this build".into(), compactor_bin())]).await;
+        }
+        Some("ab") => {
+            let n: u64 = arg("--events", "3000000").parse().expect("--events");
+            let runs: u32 = arg("--runs", "5").parse().expect("--runs");
+            let bins = [
+                ("A".to_owned(), PathBuf::from(arg("--a", ""))),
+                ("B".to_owned(), PathBuf::from(arg("--b", ""))),
+            ];
+            assert!(
+                bins.iter().all(|(_, b)| b.is_file()),
+                "ab needs --a BIN and --b BIN (two builds of tlake-compactor)"
+            );
+            side_by_side(n, runs, &bins).await;
         }
         Some("corpus") => {
             let dir = arg("--dir", "/work/shared/corpus/loghub-2k");
@@ -717,7 +801,7 @@ async fn main() {
             freshness(rate, seconds).await;
         }
         _ => eprintln!(
-            "usage: compactor_bench throughput [--events N] | corpus [--dir DIR] | freshness [--rate R] [--seconds S] | promoted [--events N] [--runs R] [--corpus DIR]"
+            "usage: compactor_bench throughput [--events N] [--runs R] | ab [--events N] [--runs R] --a BIN --b BIN | corpus [--dir DIR] | freshness [--rate R] [--seconds S] | promoted [--events N] [--runs R] [--corpus DIR]"
         ),
     }
 }
