@@ -34,7 +34,7 @@ use tlake_catalog_client::write::Part;
 use tlake_catalog_client::{DEAD_LETTER_TABLE, Offsets, TableKind};
 
 use crate::buffer::{Batch, FlushOrder, PartLimits};
-use crate::commit::{FlushContext, FlushStop, Source, write_and_commit};
+use crate::commit::{Committed, FlushContext, FlushStop, Source, write_and_commit};
 use crate::consume::{self, Tp};
 use crate::lake::Lake;
 use crate::metrics::{Metrics, TableLabels};
@@ -119,10 +119,11 @@ enum FlightRows {
     DeadLetters(Part),
 }
 
-/// One table's share of a flight.
-struct TableFlush {
+/// One table's share of a flight (`T`: the table it is written to; the
+/// flight's tests use a name).
+struct TableFlush<T = Table> {
     name: String,
-    table: Table,
+    table: T,
     rows: FlightRows,
     moves: Moves,
     max_event_time_us: Option<i64>,
@@ -328,7 +329,7 @@ impl Pipeline {
 }
 
 /// The flight: every share written and committed in turn, on the flight's
-/// thread. Stops at the first share that does not commit.
+/// thread.
 fn fly(crew: &Crew, shares: Vec<TableFlush>) -> Result<Vec<Landed>, FlushStop> {
     let cx = FlushContext {
         lake: &crew.lake,
@@ -336,10 +337,30 @@ fn fly(crew: &Crew, shares: Vec<TableFlush>) -> Result<Vec<Landed>, FlushStop> {
         writer_epoch: crew.writer_epoch,
         target_file_bytes: crew.target_file_bytes,
     };
+    fly_with(shares, crew.limits, |share, source| {
+        write_and_commit(
+            cx,
+            &share.table,
+            &share.name,
+            source,
+            share.moves.clone(),
+            share.max_event_time_us,
+        )
+    })
+}
+
+/// The shares published in order by `publish` (write and commit); the
+/// first that does not commit stops the flight with its reason, and what
+/// the shares before it committed is dropped with it: a stop means a resync
+/// (the tables say what landed) or the end of the process.
+fn fly_with<T>(
+    shares: Vec<TableFlush<T>>,
+    limits: PartLimits,
+    mut publish: impl FnMut(&TableFlush<T>, Source<'_>) -> Result<Committed, FlushStop>,
+) -> Result<Vec<Landed>, FlushStop> {
     let mut landed = Vec::with_capacity(shares.len());
     for share in shares {
         let started = Instant::now();
-        let next = share.moves.next.clone();
         let (source, rows) = match &share.rows {
             FlightRows::Taken {
                 batch,
@@ -350,7 +371,7 @@ fn fly(crew: &Crew, shares: Vec<TableFlush>) -> Result<Vec<Landed>, FlushStop> {
                     batch,
                     order,
                     target,
-                    limits: crew.limits,
+                    limits,
                 },
                 order.len() as u64,
             ),
@@ -358,21 +379,14 @@ fn fly(crew: &Crew, shares: Vec<TableFlush>) -> Result<Vec<Landed>, FlushStop> {
                 (Source::Batch(part.clone()), part.rows.num_rows() as u64)
             }
         };
-        let done = write_and_commit(
-            cx,
-            &share.table,
-            &share.name,
-            source,
-            share.moves,
-            share.max_event_time_us,
-        )?;
+        let done = publish(&share, source)?;
         let (batch, dead_letters) = match share.rows {
             FlightRows::Taken { batch, .. } => (Some(batch), 0),
             FlightRows::DeadLetters(_) => (None, rows),
         };
         landed.push(Landed {
             name: share.name,
-            next,
+            next: share.moves.next,
             rows,
             bytes: done.bytes,
             buffered_rows: share.buffered_rows,
@@ -388,6 +402,7 @@ fn fly(crew: &Crew, shares: Vec<TableFlush>) -> Result<Vec<Landed>, FlushStop> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::Buffers;
 
     #[test]
     fn the_size_trigger_learns_the_compression_ratio() {
@@ -401,6 +416,120 @@ mod tests {
         assert!(!trigger.due(900, 100) && trigger.due(1100, 100));
         trigger.learn(0, 0);
         assert!(trigger.due(1100, 100), "an empty flush teaches nothing");
+    }
+
+    fn share(name: &str, partition: i32, next: i64, dead_letters: usize) -> TableFlush<String> {
+        let rows = match dead_letters {
+            0 => FlightRows::Taken {
+                batch: Batch::default(),
+                order: FlushOrder::default(),
+                target: Arc::new(arrow_schema::Schema::empty()),
+            },
+            n => FlightRows::DeadLetters(Part {
+                day: None,
+                rows: arrow_array::RecordBatch::try_new(
+                    Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+                        "x",
+                        arrow_schema::DataType::Int64,
+                        false,
+                    )])),
+                    vec![Arc::new(arrow_array::Int64Array::from(vec![0; n]))],
+                )
+                .expect("batch"),
+            }),
+        };
+        let mut moves = Moves::default();
+        moves
+            .next
+            .entry("t".into())
+            .or_default()
+            .insert(partition, next);
+        TableFlush {
+            name: name.into(),
+            table: name.into(),
+            rows,
+            moves,
+            max_event_time_us: None,
+            buffered_rows: 5,
+            buffered_bytes: 500,
+        }
+    }
+
+    fn limits() -> PartLimits {
+        Buffers::new(1, 1).expect("duckdb").part_limits()
+    }
+
+    #[test]
+    fn a_flight_commits_its_shares_in_order_and_lands_what_they_moved() {
+        let mut published = Vec::new();
+        let landed = fly_with(
+            vec![share("a", 0, 10, 0), share("dead_letters", 1, 7, 2)],
+            limits(),
+            |s, source| {
+                published.push((s.table.clone(), matches!(source, Source::Batch(_))));
+                Ok(Committed {
+                    snapshot: 1,
+                    bytes: 100,
+                })
+            },
+        )
+        .expect("committed");
+        assert_eq!(
+            published,
+            [("a".to_owned(), false), ("dead_letters".to_owned(), true)]
+        );
+        let moved: Vec<_> = landed
+            .iter()
+            .map(|l| (l.name.as_str(), l.next["t"].clone()))
+            .collect();
+        assert_eq!(
+            moved,
+            [
+                ("a", BTreeMap::from([(0, 10)])),
+                ("dead_letters", BTreeMap::from([(1, 7)]))
+            ]
+        );
+        assert!(
+            landed[0].batch.is_some(),
+            "the batch goes back to its buffer"
+        );
+        assert_eq!((landed[1].dead_letters, landed[1].bytes), (2, 100));
+    }
+
+    #[test]
+    fn the_first_share_that_does_not_commit_stops_the_flight() {
+        for stop in [
+            FlushStop::Resync,
+            FlushStop::Fatal(Box::new(PipelineError::Flight("x".into()))),
+        ] {
+            let resync = matches!(stop, FlushStop::Resync);
+            let mut stop = Some(stop);
+            let mut published = Vec::new();
+            let outcome = fly_with(
+                vec![
+                    share("a", 0, 1, 0),
+                    share("b", 0, 1, 0),
+                    share("c", 0, 1, 0),
+                ],
+                limits(),
+                |s, _| {
+                    published.push(s.table.clone());
+                    match s.table.as_str() {
+                        "b" => Err(stop.take().expect("once")),
+                        _ => Ok(Committed {
+                            snapshot: 1,
+                            bytes: 1,
+                        }),
+                    }
+                },
+            );
+            assert_eq!(published, ["a", "b"], "c is never written");
+            match outcome {
+                Err(FlushStop::Resync) => assert!(resync),
+                Err(FlushStop::Fatal(_)) => assert!(!resync),
+                Ok(landed) => panic!("landed {} shares", landed.len()),
+            }
+        }
     }
 
     #[test]
