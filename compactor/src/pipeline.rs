@@ -10,7 +10,8 @@
 //! flush ([`crate::flush`]) takes every table's buffer at one cut of
 //! consumed positions; its flight writes and commits each table with that
 //! cut ([`crate::commit`]) on a thread of its own while this one consumes,
-//! and is landed before the next flush, a rebalance or a commit check.
+//! and is landed as soon as it is down, at the latest before the next
+//! flush, a rebalance or a commit check.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
