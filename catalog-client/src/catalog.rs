@@ -41,7 +41,7 @@ pub const SUMMARY_MAX_EVENT_TIME: &str = "tlake.max-event-time-us";
 const PROP_COMMIT_RETRIES: &str = "commit.retry.num-retries";
 
 /// S3 settings the client itself uses for data and metadata files.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct S3Settings {
     /// e.g. `http://127.0.0.1:9000`.
     pub endpoint: String,
@@ -53,6 +53,18 @@ pub struct S3Settings {
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Settings {
+    /// Never the keys: a catalog (which holds these) is printed in logs and
+    /// errors.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the catalog is.
@@ -715,5 +727,32 @@ impl CloneShallow for iceberg::Error {
     fn clone_shallow(&self) -> iceberg::Error {
         let e = iceberg::Error::new(self.kind(), self.message().to_owned());
         e.with_retryable(self.retryable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_never_print_the_keys() {
+        let settings = CatalogSettings {
+            uri: "http://127.0.0.1:19120/iceberg/".into(),
+            warehouse: "telemetrylake".into(),
+            namespace: "logs".into(),
+            s3: S3Settings {
+                endpoint: "http://127.0.0.1:9000".into(),
+                region: "us-east-1".into(),
+                path_style: true,
+                access_key_id: "AKIAEXAMPLEKEYID".into(),
+                secret_access_key: "wJalrXUtnFEMIsecretEXAMPLE".into(),
+            },
+            request_timeout: Duration::from_secs(30),
+        };
+        let printed = format!("{settings:?}");
+        assert!(printed.contains("127.0.0.1:9000"), "{printed}");
+        for key in ["AKIAEXAMPLEKEYID", "wJalrXUtnFEMIsecretEXAMPLE"] {
+            assert!(!printed.contains(key), "{printed}");
+        }
     }
 }
