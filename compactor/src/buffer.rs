@@ -428,9 +428,11 @@ impl Buffers {
         }
     }
 
-    /// After a commit of what is buffered (taken and given back at once):
-    /// the ids join the recent window, the buffer empties.
-    pub fn committed(&mut self, table: &str) -> Result<(), BufferError> {
+    /// What a flush does to `table`'s buffer, at once (take and give back):
+    /// the ids join the recent window, the buffer empties. The flush itself
+    /// takes the batch away and gives it back after writing it.
+    #[cfg(test)]
+    fn committed(&mut self, table: &str) -> Result<(), BufferError> {
         let batch = self.take(table)?;
         self.give_back(table, batch);
         Ok(())
