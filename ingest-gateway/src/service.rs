@@ -1,29 +1,32 @@
 //! The ingest entry points — SendLogs, OTLP Export over gRPC, and OTLP/HTTP
-//! (`http.rs`) — one pipeline: decode → validate → route → chunk → produce →
+//! (`http.rs`) — one pipeline: read → route → validate → chunk → produce →
 //! answer. OK is answered only after Kafka acknowledged every chunk.
+//!
+//! SendLogs reads its request in place when it can and forwards the events'
+//! bytes ([`events`]); OTLP requests are decoded and mapped. Both meet the
+//! same rules.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use tlake_proto::v1::log_ingest_server::LogIngest;
-use tlake_proto::v1::{
-    LogEvent, Position, Resource, SendLogsRequest, SendLogsResponse, Source, WatermarkRequest,
-    WatermarkResponse,
-};
+use tlake_proto::raw::log_ingest_server::LogIngest;
+use tlake_proto::v1::{Position, SendLogsResponse, Source, WatermarkRequest, WatermarkResponse};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::events::{self, Events};
 use crate::lag::{LagGate, LagReader};
 use crate::metrics::{Metrics, StreamLabels};
 use crate::produce::{Kafka, RequestDelivery};
-use crate::{chunk, otlp, validate, watermark};
+use crate::{otlp, validate, watermark};
 
 /// Metadata key naming the stream of an OTLP Export (OTLP has no field for it).
 pub const STREAM_HEADER: &str = "x-tlake-stream";
@@ -70,13 +73,13 @@ impl Ingest {
         }
     }
 
-    /// Validates, chunks and produces groups of events for one stream, and
-    /// returns how many were acknowledged — all of them, or an error — and
-    /// where they were written.
+    /// Validates, chunks and produces the events of one request for one
+    /// stream, and returns how many were acknowledged — all of them, or an
+    /// error — and where they were written.
     async fn accept(
         &self,
         stream: &str,
-        groups: Vec<(Option<Resource>, Vec<LogEvent>)>,
+        events: Events<'_>,
         source: Source,
     ) -> Result<Accepted, GatewayError> {
         let (stream, topic) = validate::route(&self.config.streams, stream)?;
@@ -89,7 +92,7 @@ impl Ingest {
                 .inc();
         })?;
         let limits = &self.config.limits;
-        let (count, bytes) = validate::request(&groups, limits)?;
+        let (count, bytes) = events.check(limits)?;
         if count == 0 {
             return Ok(Accepted::default());
         }
@@ -109,19 +112,7 @@ impl Ingest {
         });
 
         let received = unix_nanos();
-        let payloads: Vec<chunk::Chunk> = groups
-            .into_iter()
-            .flat_map(|(resource, events)| {
-                chunk::chunks(
-                    stream,
-                    resource.as_ref(),
-                    events,
-                    source,
-                    received,
-                    limits.chunk_bytes,
-                )
-            })
-            .collect();
+        let payloads = events.chunks(stream, source, received, limits.chunk_bytes);
 
         let started = Instant::now();
         let outcome = self.kafka.produce_all(topic, &payloads).await;
@@ -170,7 +161,7 @@ impl Ingest {
             .into_iter()
             .map(|g| (g.resource, g.events))
             .collect();
-        self.accept(stream, groups, Source::Otlp)
+        self.accept(stream, Events::Decoded(groups), Source::Otlp)
             .await
             .map(|accepted| accepted.events)
     }
@@ -204,16 +195,11 @@ pub(crate) fn stream_header(value: Option<&http::HeaderValue>) -> Result<String,
 impl LogIngest for Ingest {
     async fn send_logs(
         &self,
-        request: Request<SendLogsRequest>,
+        request: Request<Bytes>,
     ) -> Result<Response<SendLogsResponse>, Status> {
-        let SendLogsRequest {
-            stream,
-            resource,
-            events,
-        } = request.into_inner();
-        let accepted = self
-            .accept(&stream, vec![(resource, events)], Source::SendLogs)
-            .await?;
+        let bytes = request.into_inner();
+        let (stream, events) = events::send_logs(&bytes)?;
+        let accepted = self.accept(&stream, events, Source::SendLogs).await?;
         Ok(Response::new(SendLogsResponse {
             accepted_events: accepted.events,
             written: positions(&accepted.written),

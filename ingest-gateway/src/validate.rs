@@ -9,6 +9,7 @@ use tlake_proto::v1::{LogEvent, Resource};
 
 use crate::config::Limits;
 use crate::error::GatewayError;
+use crate::scan;
 
 /// Highest OpenTelemetry severity number (FATAL4).
 pub const MAX_SEVERITY: i32 = 24;
@@ -45,12 +46,7 @@ pub fn request(
     limits: &Limits,
 ) -> Result<(usize, usize), GatewayError> {
     let count: usize = groups.iter().map(|(_, events)| events.len()).sum();
-    if count > limits.max_events_per_request {
-        return Err(GatewayError::TooLarge(format!(
-            "request has {count} events; the limit is {} per request — split the batch",
-            limits.max_events_per_request
-        )));
-    }
+    count_within(count, limits)?;
     let mut bytes = 0;
     for (_, events) in groups {
         bytes += self::events(events, limits)?;
@@ -58,45 +54,94 @@ pub fn request(
     Ok((count, bytes))
 }
 
+/// [`request`] for a request read in place ([`scan`]): the same rules, on
+/// the same values; an event's size is its size as sent.
+pub fn scanned(
+    request: &scan::Request<'_>,
+    limits: &Limits,
+) -> Result<(usize, usize), GatewayError> {
+    count_within(request.events.len(), limits)?;
+    let mut total = 0;
+    for (i, event) in request.events.iter().enumerate() {
+        total += check(i, &Shape::scanned(event), limits)?;
+    }
+    Ok((request.events.len(), total))
+}
+
 /// Checks the events of one request against the field rules and limits.
 /// Returns the total encoded size of the events.
 pub fn events(events: &[LogEvent], limits: &Limits) -> Result<usize, GatewayError> {
-    if events.len() > limits.max_events_per_request {
-        return Err(GatewayError::TooLarge(format!(
-            "request has {} events; the limit is {} per request — split the batch",
-            events.len(),
-            limits.max_events_per_request
-        )));
-    }
+    count_within(events.len(), limits)?;
     let mut total = 0;
     for (i, event) in events.iter().enumerate() {
-        total += self::event(i, event, limits)?;
+        total += check(i, &Shape::decoded(event), limits)?;
     }
     Ok(total)
 }
 
-fn event(i: usize, event: &LogEvent, limits: &Limits) -> Result<usize, GatewayError> {
+fn count_within(count: usize, limits: &Limits) -> Result<(), GatewayError> {
+    if count > limits.max_events_per_request {
+        return Err(GatewayError::TooLarge(format!(
+            "request has {count} events; the limit is {} per request — split the batch",
+            limits.max_events_per_request
+        )));
+    }
+    Ok(())
+}
+
+/// What the rules look at in one event, decoded or read in place.
+struct Shape {
+    event_id_len: usize,
+    trace_id_len: usize,
+    span_id_len: usize,
+    severity_number: i32,
+    size: usize,
+}
+
+impl Shape {
+    fn decoded(event: &LogEvent) -> Self {
+        Self {
+            event_id_len: event.event_id.len(),
+            trace_id_len: event.trace_id.len(),
+            span_id_len: event.span_id.len(),
+            severity_number: event.severity_number,
+            size: event.encoded_len(),
+        }
+    }
+
+    fn scanned(event: &scan::Event<'_>) -> Self {
+        Self {
+            event_id_len: event.event_id.len(),
+            trace_id_len: event.trace_id_len,
+            span_id_len: event.span_id_len,
+            severity_number: event.severity_number,
+            size: event.bytes.len(),
+        }
+    }
+}
+
+fn check(i: usize, event: &Shape, limits: &Limits) -> Result<usize, GatewayError> {
     let invalid = |field: &str, rule: String| {
         Err(GatewayError::InvalidArgument(format!(
             "events[{i}].{field}: {rule}"
         )))
     };
-    if event.event_id.len() != 16 {
+    if event.event_id_len != 16 {
         return invalid(
             "event_id",
-            format!("must be 16 bytes (a UUID), got {}", event.event_id.len()),
+            format!("must be 16 bytes (a UUID), got {}", event.event_id_len),
         );
     }
-    if !event.trace_id.is_empty() && event.trace_id.len() != 16 {
+    if event.trace_id_len != 0 && event.trace_id_len != 16 {
         return invalid(
             "trace_id",
-            format!("must be empty or 16 bytes, got {}", event.trace_id.len()),
+            format!("must be empty or 16 bytes, got {}", event.trace_id_len),
         );
     }
-    if !event.span_id.is_empty() && event.span_id.len() != 8 {
+    if event.span_id_len != 0 && event.span_id_len != 8 {
         return invalid(
             "span_id",
-            format!("must be empty or 8 bytes, got {}", event.span_id.len()),
+            format!("must be empty or 8 bytes, got {}", event.span_id_len),
         );
     }
     if !(0..=MAX_SEVERITY).contains(&event.severity_number) {
@@ -105,14 +150,13 @@ fn event(i: usize, event: &LogEvent, limits: &Limits) -> Result<usize, GatewayEr
             format!("must be 0..={MAX_SEVERITY}, got {}", event.severity_number),
         );
     }
-    let size = event.encoded_len();
-    if size > limits.max_event_bytes {
+    if event.size > limits.max_event_bytes {
         return Err(GatewayError::TooLarge(format!(
-            "events[{i}] is {size} bytes encoded; the limit is {} per event",
-            limits.max_event_bytes
+            "events[{i}] is {} bytes encoded; the limit is {} per event",
+            event.size, limits.max_event_bytes
         )));
     }
-    Ok(size)
+    Ok(event.size)
 }
 
 #[cfg(test)]

@@ -1,10 +1,17 @@
-//! A gRPC codec for requests encoded ahead of time: the SDK encodes a batch
-//! once and resends the same bytes on every retry, and the benchmark keeps
-//! encoding out of its measurements. Answers decode as the message `D`.
+//! gRPC codecs that leave a request's bytes alone.
+//!
+//! - [`PreEncoded`], for clients: requests encoded ahead of time. The SDK
+//!   encodes a batch once and resends the same bytes on every retry, and the
+//!   benchmark keeps encoding out of its measurements. Answers decode as the
+//!   message `D`.
+//! - [`RawRequest`], for the gateway's server ([`crate::raw`]): SendLogs
+//!   receives its request as the bytes that came in, read in place instead
+//!   of decoded into messages. Answers encode as the message `E`.
 
 use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut, Bytes};
+use prost::Message;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
@@ -64,5 +71,58 @@ impl<D: prost::Message + Default> Decoder for PreEncoded<D> {
             .map_err(|e| Status::internal(format!("cannot decode the answer: {e}")))?;
         src.advance(src.remaining());
         Ok(Some(message))
+    }
+}
+
+/// Receives the request message as its bytes (no copy: tonic's buffer is
+/// split off); encodes the answer `E` with prost.
+#[derive(Debug)]
+pub struct RawRequest<E>(PhantomData<fn(E)>);
+
+impl<E> Default for RawRequest<E> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<E> Clone for RawRequest<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for RawRequest<E> {}
+
+impl<E: Message + Send + 'static> Codec for RawRequest<E> {
+    type Encode = E;
+    type Decode = Bytes;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        *self
+    }
+}
+
+impl<E: Message> Encoder for RawRequest<E> {
+    type Item = E;
+    type Error = Status;
+
+    fn encode(&mut self, item: E, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))
+    }
+}
+
+impl<E> Decoder for RawRequest<E> {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }

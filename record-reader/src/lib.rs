@@ -4,7 +4,8 @@
 //! fuzzed on its own (`fuzz/`) and shared by every reader of the topic: the
 //! compactor's flush and `tlake sql --fresh`.
 //!
-//! [`wire`] is a zero-copy cursor over the protobuf wire format; [`decode`]
+//! [`wire`] (from `tlake-proto`, shared with the gateway) is a zero-copy
+//! cursor over the protobuf wire format; [`decode`]
 //! reads a whole record with it into the stream, the facts its events share
 //! and one dedup/sort key per event, falling back to prost (the authority
 //! on what a valid record is) for anything the cursor does not handle;
@@ -15,4 +16,4 @@
 pub mod decode;
 pub mod promoted;
 pub mod rows;
-pub mod wire;
+pub use tlake_proto::wire;

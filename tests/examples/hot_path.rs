@@ -5,9 +5,9 @@
 //! difference by the events).
 //!
 //! - `gateway`: what the gateway does with a SendLogs request between the
-//!   gRPC frame and librdkafka — prost decode of the request bytes,
-//!   `validate::route` and `validate::request`, `chunk::chunks` (the Kafka
-//!   record payloads);
+//!   gRPC frame and librdkafka — `events::send_logs` (the request read in
+//!   place), `validate::route` and the rules, `chunk::forwarded` (the Kafka
+//!   record payloads, the events' bytes copied);
 //! - `compactor`: what the compactor does with those records between
 //!   librdkafka and S3 — `scan` (the zero-copy reader), `Buffers::append`
 //!   (id window, key rows into DuckDB), then one flush: `flush_order`
@@ -37,7 +37,7 @@ use tlake_catalog_client::iceberg::arrow::schema_to_arrow_schema;
 use tlake_catalog_client::{SortBy, TableKind};
 use tlake_compactor::buffer::Buffers;
 use tlake_ingest_gateway::config::Limits;
-use tlake_ingest_gateway::{chunk, validate};
+use tlake_ingest_gateway::{chunk, events, validate};
 use tlake_proto::v1::{LogEvent, SendLogsRequest, Source};
 use tlake_record_reader::decode::{Origin, scan};
 use tlake_tests::events::{EventGen, resource, text};
@@ -166,23 +166,22 @@ fn gateway(requests: &[Vec<u8>], mut sink: impl FnMut(chunk::Chunk)) -> (usize, 
     let streams = streams();
     let (mut events, mut bytes) = (0, 0);
     for body in requests {
-        let request = SendLogsRequest::decode(body.as_slice()).expect("a valid request");
-        let (stream, _topic) = validate::route(&streams, &request.stream).expect("routed");
-        let groups = vec![(request.resource, request.events)];
-        let (count, _) = validate::request(&groups, &limits).expect("within the limits");
+        let (stream, request) = events::send_logs(body).expect("a valid request");
+        assert!(
+            matches!(request, events::Events::Scanned(_)),
+            "read in place, as the gateway reads its clients' requests"
+        );
+        let (stream, _topic) = validate::route(&streams, &stream).expect("routed");
+        let (count, _) = request.check(&limits).expect("within the limits");
         events += count;
-        for (resource, group) in groups {
-            for chunk in chunk::chunks(
-                stream,
-                resource.as_ref(),
-                group,
-                Source::SendLogs,
-                1_700_000_000_000_000_000,
-                limits.chunk_bytes,
-            ) {
-                bytes += chunk.payload.len();
-                sink(black_box(chunk));
-            }
+        for chunk in request.chunks(
+            stream,
+            Source::SendLogs,
+            1_700_000_000_000_000_000,
+            limits.chunk_bytes,
+        ) {
+            bytes += chunk.payload.len();
+            sink(black_box(chunk));
         }
     }
     (events, bytes)

@@ -1,17 +1,20 @@
 //! wire: a zero-copy reader of the protobuf wire format, enough for the
-//! telemetry.v1 messages the compactor reads.
+//! telemetry.v1 messages the gateway receives and the compactor reads.
 //!
 //! Why not prost alone: decoding a `LogBatch` with prost allocates a
 //! `String` or `Vec` for every body, attribute key and value of every event,
 //! only for the compactor to copy them into Arrow right after — profiling
-//! put that at a third of the compactor's CPU. This reader borrows from the
-//! record instead. It is deliberately *sound but not complete*: anything
-//! unusual (a singular message field sent twice, which prost would merge;
-//! groups; deep nesting) is reported as [`WireError`], and the caller then
-//! lets prost decide (see `decode`), so prost stays the authority on what a
-//! valid record is. Field numbers come from `tlake_proto::contract::tags`.
+//! put that at a third of the compactor's CPU; and the gateway, which only
+//! checks a request and forwards its events, spent half its instructions
+//! decoding them and the other half encoding them again. This reader
+//! borrows from the message instead. It is deliberately *sound but not
+//! complete*: anything unusual (a singular message field sent twice, which
+//! prost would merge; groups; deep nesting) is reported as [`WireError`],
+//! and the caller then lets prost decide (the record reader's `decode`, the
+//! gateway's `scan`), so prost stays the authority on what a valid message
+//! is. Field numbers come from [`crate::contract::tags`].
 
-use tlake_proto::contract::tags;
+use crate::contract::tags;
 
 /// Why the reader stopped. The caller falls back to prost on any of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
