@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tlake_cli::bench::{GatewayBench, TABLE_HEADER};
+use tlake_cli::bench::{Ceiling, GatewayBench, TABLE_HEADER};
 use tlake_cli::doctor;
 use tlake_cli::events::Source;
 use tlake_cli::lake::{LakeArgs, S3Keys};
@@ -152,6 +152,17 @@ enum BenchTarget {
         /// Use lines of these log files as event bodies.
         #[arg(long)]
         lines: Option<PathBuf>,
+        /// Runs per batch size; with several, the summary gives medians and ranges.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Also measure the ceiling: before each gateway run, produce the records the gateway
+        /// would write for the same requests straight to these Kafka brokers, from this process
+        /// (the gateway's chunking and producer settings).
+        #[arg(long)]
+        kafka: Option<String>,
+        /// Topic of the ceiling runs: the one the gateway's stream routes to.
+        #[arg(long, default_value = "telemetry-logs")]
+        topic: String,
     },
     /// How soon an acknowledged event is visible through `tlake sql --fresh` at an offered
     /// rate (a compactor must be compacting the stream), and a fresh query's cost over a
@@ -323,6 +334,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     seconds,
                     concurrency,
                     lines,
+                    runs,
+                    kafka,
+                    topic,
                 },
         } => {
             let bench = GatewayBench {
@@ -333,10 +347,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 duration: Duration::from_secs(seconds),
                 concurrency,
                 source: source(lines)?,
+                runs,
+                kafka: kafka.map(|brokers| Ceiling { brokers, topic }),
             };
             println!("{TABLE_HEADER}");
-            for run in tlake_cli::bench::gateway(&bench).await? {
-                println!("{run}");
+            let runs = tlake_cli::bench::gateway(&bench, |run| println!("{run}")).await?;
+            if bench.runs > 1 || bench.kafka.is_some() {
+                print!("\n{}", tlake_cli::bench::summary(&runs));
             }
         }
         Command::Bench {
