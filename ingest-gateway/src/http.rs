@@ -9,8 +9,10 @@
 //! validation, stream header, event ids, and OK only after Kafka's ack.
 //!
 //! The same listener answers `GET /v1/watermark` (ours, not OTLP's): the
-//! Watermark RPC for HTTP clients, in JSON.
+//! Watermark RPC for HTTP clients, in JSON. A 200 says where the records
+//! were written in its `x-tlake-written` header, the positions to wait for.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use prost::Message;
+use tlake_proto::positions::{self, WRITTEN_HEADER};
 use tonic::Code;
 
 use crate::auth::BearerAuth;
@@ -127,7 +130,7 @@ async fn export_logs(
     let result = export(&shared, &headers, encoding, body).await;
     let code = result
         .as_ref()
-        .map_or_else(GatewayError::code, |()| Code::Ok);
+        .map_or_else(GatewayError::code, |_| Code::Ok);
     shared
         .metrics
         .requests
@@ -137,7 +140,7 @@ async fn export_logs(
         })
         .inc();
     match result {
-        Ok(()) => success(answer_in),
+        Ok(written) => success(answer_in, &written),
         Err(err) => failure(answer_in, &err),
     }
 }
@@ -165,7 +168,8 @@ async fn watermark(
         shared.authorize(&headers)?;
         let Query(query) =
             query.map_err(|e| GatewayError::InvalidArgument(format!("query: {}", e.body_text())))?;
-        let wait_for = parse_positions(&query.wait_for)?;
+        let wait_for = tlake_proto::positions::parse(&query.wait_for)
+            .map_err(|e| GatewayError::InvalidArgument(format!("wait_for: {e}")))?;
         let answer = shared
             .ingest
             .watermark(
@@ -194,33 +198,13 @@ async fn watermark(
     }
 }
 
-/// `0:12,1:40` → the highest offset per partition.
-fn parse_positions(text: &str) -> Result<std::collections::BTreeMap<i32, i64>, GatewayError> {
-    let positions = text
-        .split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            p.split_once(':')
-                .and_then(|(partition, offset)| {
-                    Some((partition.trim().parse().ok()?, offset.trim().parse().ok()?))
-                })
-                .ok_or_else(|| {
-                    GatewayError::InvalidArgument(format!(
-                        "wait_for: {p:?} is not partition:offset (e.g. wait_for=0:12,1:40)"
-                    ))
-                })
-        })
-        .collect::<Result<Vec<(i32, i64)>, _>>()?;
-    Ok(tlake_proto::positions::highest(positions))
-}
-
 /// Auth first (as the gRPC interceptor does), then the body, then the pipeline.
 async fn export(
     shared: &Shared,
     headers: &HeaderMap,
     encoding: Result<Encoding, GatewayError>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(), GatewayError> {
+) -> Result<BTreeMap<i32, i64>, GatewayError> {
     shared.authorize(headers)?;
     let encoding = encoding?;
     let body = body.map_err(|rejection| {
@@ -240,8 +224,8 @@ async fn export(
     )?;
     let request = decode(encoding, &body)?;
     let stream = stream_header(headers.get(STREAM_HEADER))?;
-    shared.ingest.export_request(&stream, request).await?;
-    Ok(())
+    let accepted = shared.ingest.export_request(&stream, request).await?;
+    Ok(accepted.written)
 }
 
 /// The body as sent (no or `identity` encoding) or gunzipped, at most `max` bytes.
@@ -290,19 +274,24 @@ pub fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportLogsServiceReques
     }
 }
 
-fn success(encoding: Encoding) -> Response {
-    // Every record was accepted (the gateway accepts a request whole or not at all),
-    // so there is no partial_success to report.
+/// 200: every record was accepted (the gateway accepts a request whole or
+/// not at all), so there is no partial_success to report; where they were
+/// written goes in the [`WRITTEN_HEADER`].
+fn success(encoding: Encoding, written: &BTreeMap<i32, i64>) -> Response {
     let body = match encoding {
         Encoding::Protobuf => ExportLogsServiceResponse::default().encode_to_vec(),
         Encoding::Json => b"{}".to_vec(),
     };
-    (
+    let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, encoding.content_type())],
         body,
     )
-        .into_response()
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&positions::to_text(written)) {
+        response.headers_mut().insert(WRITTEN_HEADER, value);
+    }
+    response
 }
 
 /// `google.rpc.Status`, the body of an OTLP/HTTP error (`details` unused).
@@ -412,17 +401,6 @@ mod tests {
         assert_eq!(err.http_status(), StatusCode::BAD_REQUEST, "{err}");
         let err = decode(Encoding::Protobuf, b"\xff\xff\xff").unwrap_err();
         assert_eq!(err.http_status(), StatusCode::BAD_REQUEST, "{err}");
-    }
-
-    #[test]
-    fn watermark_positions_parse_or_name_the_bad_one() {
-        assert_eq!(
-            parse_positions("0:12, 1:40,0:3").expect("valid"),
-            std::collections::BTreeMap::from([(0, 12), (1, 40)])
-        );
-        assert!(parse_positions("").expect("none").is_empty());
-        let err = parse_positions("0:12,x").expect_err("bad");
-        assert!(err.to_string().contains("\"x\""), "{err}");
     }
 
     #[test]

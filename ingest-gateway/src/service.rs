@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsSe
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use tlake_proto::positions;
 use tlake_proto::raw::log_ingest_server::LogIngest;
 use tlake_proto::v1::{Position, SendLogsResponse, Source, WatermarkRequest, WatermarkResponse};
 use tokio::sync::Semaphore;
@@ -48,9 +49,9 @@ pub struct Ingest {
 /// What an accepted request did: its event count and, per partition, the
 /// highest offset its records were written at.
 #[derive(Debug, Default)]
-struct Accepted {
-    events: u32,
-    written: BTreeMap<i32, i64>,
+pub(crate) struct Accepted {
+    pub(crate) events: u32,
+    pub(crate) written: BTreeMap<i32, i64>,
 }
 
 impl Ingest {
@@ -156,14 +157,13 @@ impl Ingest {
         &self,
         stream: &str,
         request: ExportLogsServiceRequest,
-    ) -> Result<u32, GatewayError> {
+    ) -> Result<Accepted, GatewayError> {
         let groups = otlp::decode(request)
             .into_iter()
             .map(|g| (g.resource, g.events))
             .collect();
         self.accept(stream, Events::Decoded(groups), Source::Otlp)
             .await
-            .map(|accepted| accepted.events)
     }
 
     /// The stream's committed watermark, after waiting (at most `timeout`)
@@ -240,10 +240,17 @@ impl LogsService for Ingest {
         let (metadata, _, request) = request.into_parts();
         let headers = metadata.into_headers();
         let stream = stream_header(headers.get(STREAM_HEADER))?;
-        self.export_request(&stream, request).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
+        let accepted = self.export_request(&stream, request).await?;
+        // OTLP's answer has no field for positions: they go in its metadata.
+        let mut response = Response::new(ExportLogsServiceResponse {
             partial_success: None,
-        }))
+        });
+        if let Ok(value) = positions::to_text(&accepted.written).parse() {
+            response
+                .metadata_mut()
+                .insert(positions::WRITTEN_HEADER, value);
+        }
+        Ok(response)
     }
 }
 

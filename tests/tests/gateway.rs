@@ -141,6 +141,57 @@ fn assert_topic_empty(stack: &Stack, topic: &str) {
     );
 }
 
+/// The gateway reads SendLogs in place and leaves anything unusual to prost:
+/// both kinds arrive, whole and once. An event without a time gets the
+/// receive time as its observed time on either path.
+#[tokio::test]
+async fn requests_read_in_place_or_left_to_prost_both_arrive() {
+    let (stack, topic, gateway) = setup("inplace").await;
+    let mut generator = EventGen::new();
+    let ledger = AckLedger::new();
+    let mut untimed = Vec::new();
+    for unusual in [false, true] {
+        let mut events = generator.batch(200);
+        events[0].time_unix_nano = 0;
+        events[0].observed_time_unix_nano = 0;
+        untimed.push(events[0].event_id.clone());
+        let mut body = SendLogsRequest {
+            stream: String::new(),
+            resource: Some(resource("checkout")),
+            events: events.clone(),
+        }
+        .encode_to_vec();
+        if unusual {
+            // A field this version does not know (number 15, a varint):
+            // prost skips it, the scan leaves the request to prost.
+            body.extend_from_slice(&[0x78, 0x01]);
+        }
+        raw::call(
+            gateway.channel().await,
+            "/telemetry.v1.LogIngest/SendLogs",
+            body,
+        )
+        .await
+        .unwrap_or_else(|s| panic!("unusual={unusual}: {s:?}"));
+        ledger.ack(ids(&events));
+    }
+    let mut observed = Vec::new();
+    for record in read_all(&stack.kafka_brokers, &topic) {
+        let batch = record.batch();
+        for event in &batch.events {
+            if untimed.contains(&event.event_id) {
+                assert_eq!(event.observed_time_unix_nano, batch.received_unix_nano);
+            }
+        }
+        observed.extend(batch.events);
+    }
+    let observed_ids: Vec<[u8; 16]> = observed
+        .iter()
+        .map(|e| e.event_id.as_ref().try_into().expect("id"))
+        .collect();
+    assert_no_loss_no_dup(&ledger.ids(), &observed_ids, true);
+}
+
 #[tokio::test]
 async fn malformed_protobuf_is_invalid_argument_and_writes_nothing() {
     let (stack, topic, gateway) = setup("malformed").await;

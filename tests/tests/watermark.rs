@@ -210,3 +210,79 @@ async fn send_logs_says_where_it_wrote_and_bad_watermark_requests_are_refused() 
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     assert_eq!(body["reached"], true, "nothing waited for: {body}");
 }
+
+/// OTLP's Export answer has no field for positions: both of its transports
+/// say where the records went in the `x-tlake-written` header, and waiting on
+/// those positions ends with DuckDB seeing every record.
+#[tokio::test(flavor = "multi_thread")]
+async fn otlp_exports_say_where_they_wrote_and_can_wait_until_queryable() {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use prost::Message as _;
+    use tlake_proto::positions::{self, WRITTEN_HEADER};
+    use tlake_tests::events::otlp_request;
+
+    let group = format!("tlake-test-wmotlp-{}", uuid::Uuid::new_v4().simple());
+    let flow = Flow::with_gateway_toml(
+        "wmotlp",
+        3,
+        &format!("[backpressure]\ncompactor_group = \"{group}\"\n"),
+    )
+    .await;
+    let mut options = CompactorOptions::new(&flow.stack.kafka_brokers, &flow.topic);
+    options.group_id = group;
+    let _compactor = Compactor::start(&options);
+
+    // gRPC: the positions come back in the answer's metadata.
+    let mut otlp = LogsServiceClient::new(flow.gateway.channel().await);
+    let mut request = tonic::Request::new(otlp_request(&["checkout", "payments"], 400));
+    request.metadata_mut().insert(
+        tlake_ingest_gateway::service::STREAM_HEADER,
+        flow.stream.parse().expect("ascii"),
+    );
+    let answer = otlp.export(request).await.expect("OK");
+    let grpc_written = answer
+        .metadata()
+        .get(WRITTEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("an Export answer says where it wrote");
+    // HTTP: in the answer's header.
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/logs", flow.gateway.otlp_http))
+        .header("content-type", "application/x-protobuf")
+        .header(tlake_ingest_gateway::service::STREAM_HEADER, &flow.stream)
+        .body(otlp_request(&["search"], 300).encode_to_vec())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the gateway answers HTTP");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let http_written = response
+        .headers()
+        .get(WRITTEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("a POST /v1/logs answer says where it wrote");
+
+    let mut written = positions::parse(&grpc_written).expect("partition:offset");
+    positions::fold_highest(
+        &mut written,
+        positions::parse(&http_written).expect("partition:offset"),
+    );
+    assert!(
+        !written.is_empty() && written.keys().all(|p| (0..3).contains(p)),
+        "{grpc_written} / {http_written}"
+    );
+    let (status, body) = http_watermark(
+        &flow,
+        &format!(
+            "&wait_for={}&timeout_ms=30000",
+            positions::to_text(&written)
+        ),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["reached"], true, "committed within 30 s: {body}");
+    // Reached means queryable: 800 + 300 records, each once.
+    assert_eq!(duckdb_counts(&flow.stream), (1100, 1100));
+}
