@@ -115,12 +115,23 @@ pub fn seek(consumer: &KafkaConsumer, seeks: &Seeks) -> Result<(), KafkaError> {
     Ok(())
 }
 
-/// Commits the cut to the group, advisory only: it lets lag tools see
-/// progress. The tables decide where reading starts.
-pub fn commit_advisory(consumer: &KafkaConsumer, cut: &BTreeMap<Tp, i64>) {
+/// Commits the cut to the group, advisory only: it lets lag tools and the
+/// gateway's watermarks see progress. The tables decide where reading
+/// starts. Each offset carries the newest event time of the tables
+/// committed (`tlake_proto::positions::newest_event_metadata`).
+pub fn commit_advisory(
+    consumer: &KafkaConsumer,
+    cut: &BTreeMap<Tp, i64>,
+    newest_event_us: &BTreeMap<String, i64>,
+) {
+    let metadata = tlake_proto::positions::newest_event_metadata(newest_event_us);
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in cut {
-        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        let mut element = tpl.add_partition(topic, *partition);
+        let _ = element.set_offset(Offset::Offset(*offset));
+        if let Some(metadata) = &metadata {
+            element.set_metadata(metadata);
+        }
     }
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         tracing::debug!(error = %e, "advisory group offset commit failed");

@@ -31,7 +31,7 @@ use arrow_schema::SchemaRef;
 use tlake_catalog_client::iceberg::arrow::schema_to_arrow_schema;
 use tlake_catalog_client::iceberg::table::Table;
 use tlake_catalog_client::write::Part;
-use tlake_catalog_client::{DEAD_LETTER_TABLE, Offsets, TableKind};
+use tlake_catalog_client::{DEAD_LETTER_TABLE, Offsets, TableKind, progress_of};
 
 use crate::buffer::{Batch, FlushOrder, PartLimits};
 use crate::commit::{Committed, FlushContext, FlushStop, Source, write_and_commit};
@@ -151,6 +151,9 @@ struct Landed {
 #[derive(Debug)]
 pub struct Flight {
     cut: BTreeMap<Tp, i64>,
+    /// Per table flown, the newest event time it holds once committed: the
+    /// newest of its snapshot when the flush started and of the batch.
+    newest: BTreeMap<String, i64>,
     handle: JoinHandle<Result<Vec<Landed>, FlushStop>>,
 }
 
@@ -199,10 +202,17 @@ impl Pipeline {
             .map(|(t, s)| (t.to_owned(), s.max_event_time_us, s.rows, s.bytes))
             .collect();
         let mut shares = Vec::new();
+        let mut newest = BTreeMap::new();
         for (name, max_event_time_us, buffered_rows, buffered_bytes) in buffered {
             let table = self
                 .tables
                 .get(&self.lake, &mut self.buffers, &name, TableKind::Logs)?;
+            let committed = progress_of(&name, table.metadata())
+                .ok()
+                .and_then(|p| p.newest_event_time_us);
+            if let Some(us) = committed.max(max_event_time_us) {
+                newest.insert(name.clone(), us);
+            }
             let target = Arc::new(
                 schema_to_arrow_schema(table.metadata().current_schema())
                     .map_err(|e| PipelineError::Catalog(e.into()))?,
@@ -254,7 +264,7 @@ impl Pipeline {
         }
         if shares.is_empty() {
             if !cut.is_empty() {
-                consume::commit_advisory(&self.consumer, &cut);
+                consume::commit_advisory(&self.consumer, &cut, &self.newest_event_us);
                 self.record_lag();
             }
             return Ok(());
@@ -275,7 +285,11 @@ impl Pipeline {
                 fly(&crew, shares)
             })
             .map_err(|e| PipelineError::Flight(format!("cannot start the flush thread: {e}")))?;
-        self.flight = Some(Flight { cut, handle });
+        self.flight = Some(Flight {
+            cut,
+            newest,
+            handle,
+        });
         Ok(())
     }
 
@@ -301,6 +315,10 @@ impl Pipeline {
             Err(FlushStop::Fatal(e)) => return Err(*e),
         };
         for share in landed {
+            if let Some(&us) = flight.newest.get(&share.name) {
+                let known = self.newest_event_us.entry(share.name.clone()).or_insert(us);
+                *known = (*known).max(us);
+            }
             self.positions.committed(&share.name, &share.next);
             self.tables.reload(&share.name);
             let m = &self.metrics;
@@ -322,7 +340,7 @@ impl Pipeline {
                 self.buffers.give_back(&share.name, batch);
             }
         }
-        consume::commit_advisory(&self.consumer, &flight.cut);
+        consume::commit_advisory(&self.consumer, &flight.cut, &self.newest_event_us);
         self.record_lag();
         Ok(())
     }

@@ -13,6 +13,7 @@
 //! and is landed as soon as it is down, at the latest before the next
 //! flush, a rebalance or a commit check.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,6 +73,9 @@ pub struct Pipeline {
     pub(crate) flight: Option<Flight>,
     /// Whether it is in the air (the rebalance callback waits on it).
     pub(crate) gate: Arc<FlightGate>,
+    /// Per table this instance committed to, the newest event time it holds
+    /// (µs): sent with the group offsets, for the gateway's watermarks.
+    pub(crate) newest_event_us: BTreeMap<String, i64>,
     last_lag: Instant,
     last_verify: Instant,
     /// Reused: the record being taken, and its events' keys.
@@ -119,6 +123,7 @@ impl Pipeline {
             trigger: SizeTrigger::default(),
             writer_epoch,
             flight: None,
+            newest_event_us: BTreeMap::new(),
             gate,
             last_lag: Instant::now(),
             last_verify: Instant::now(),

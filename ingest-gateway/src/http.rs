@@ -184,6 +184,7 @@ async fn watermark(
                 .map(|(p, o)| serde_json::json!({"partition": p, "offset": o}))
                 .collect::<Vec<_>>(),
             "reached": answer.reached,
+            "committed_event_time_unix_nano": answer.newest_event_unix_nano(),
         }))
     }
     .await;

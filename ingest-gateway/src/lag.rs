@@ -130,7 +130,7 @@ impl LagReader {
     /// partitions; 0 for a topic that does not exist (nothing to hold back).
     pub fn topic_lag(&self, topic: &str) -> Result<u64, KafkaError> {
         let mut lag = 0u64;
-        for (partition, committed) in self.group_offsets(topic)? {
+        for (partition, committed, _) in self.group_offsets(topic)? {
             let (low, high) = self
                 .consumer
                 .fetch_watermarks(topic, partition, self.timeout)?;
@@ -141,21 +141,26 @@ impl LagReader {
 
     /// Per partition of `topic`, the first offset not yet in its table (the
     /// group's committed offset; 0 where the group never committed — what
-    /// retention removed before a commit was never in the table).
-    pub fn committed(&self, topic: &str) -> Result<BTreeMap<i32, i64>, KafkaError> {
-        Ok(self
-            .group_offsets(topic)?
-            .into_iter()
-            .map(|(partition, committed)| match committed {
-                Offset::Offset(next) => (partition, next.max(0)),
-                _ => (partition, 0),
-            })
-            .collect())
+    /// retention removed before a commit was never in the table), and the
+    /// newest event time `stream`'s table held as of those commits, as the
+    /// compactors report it in the commits' metadata.
+    pub fn committed(&self, topic: &str, stream: &str) -> Result<Committed, KafkaError> {
+        let mut committed = Committed::default();
+        for (partition, offset, metadata) in self.group_offsets(topic)? {
+            let next = match offset {
+                Offset::Offset(next) => next.max(0),
+                _ => 0,
+            };
+            committed.offsets.insert(partition, next);
+            let reported = tlake_proto::positions::newest_event_of(&metadata, stream);
+            committed.newest_event_us = committed.newest_event_us.max(reported);
+        }
+        Ok(committed)
     }
 
-    /// Each partition of `topic` with the group's committed offset; none
-    /// for a topic that does not exist.
-    fn group_offsets(&self, topic: &str) -> Result<Vec<(i32, Offset)>, KafkaError> {
+    /// Each partition of `topic` with the group's committed offset and its
+    /// metadata; none for a topic that does not exist.
+    fn group_offsets(&self, topic: &str) -> Result<Vec<(i32, Offset, String)>, KafkaError> {
         let metadata = self.consumer.fetch_metadata(Some(topic), self.timeout)?;
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Ok(Vec::new());
@@ -171,9 +176,18 @@ impl LagReader {
         Ok(committed
             .elements()
             .iter()
-            .map(|e| (e.partition(), e.offset()))
+            .map(|e| (e.partition(), e.offset(), e.metadata().to_owned()))
             .collect())
     }
+}
+
+/// How far a stream's table is committed ([`LagReader::committed`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Partition → first offset not yet in the table.
+    pub offsets: BTreeMap<i32, i64>,
+    /// Newest event time in the table (µs), when a compactor reported it.
+    pub newest_event_us: Option<i64>,
 }
 
 impl std::fmt::Debug for LagReader {

@@ -227,6 +227,7 @@ impl LogIngest for Ingest {
         Ok(Response::new(WatermarkResponse {
             committed: positions(&answer.committed),
             reached: answer.reached,
+            committed_event_time_unix_nano: answer.newest_event_unix_nano(),
         }))
     }
 }

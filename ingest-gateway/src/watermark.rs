@@ -22,14 +22,26 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// How often the group's offsets are read while waiting.
 const POLL: Duration = Duration::from_millis(200);
 
-/// The answer: per partition the first offset not yet in the table, and
-/// whether every position waited for is below it.
+/// The answer: per partition the first offset not yet in the table,
+/// whether every position waited for is below it, and the newest event time
+/// the table holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watermark {
     /// Partition → first offset not yet committed to the table.
     pub committed: BTreeMap<i32, i64>,
     /// Every position waited for is committed.
     pub reached: bool,
+    /// Newest event time in the table (µs), once a compactor reported it.
+    pub newest_event_us: Option<i64>,
+}
+
+impl Watermark {
+    /// [`Self::newest_event_us`] in ns, 0 when unknown (the proto's zero value).
+    pub fn newest_event_unix_nano(&self) -> u64 {
+        self.newest_event_us
+            .and_then(|us| u64::try_from(us).ok())
+            .map_or(0, |us| us.saturating_mul(1000))
+    }
 }
 
 /// Reads the committed offsets of `topic` until every `(partition, offset)`
@@ -44,25 +56,30 @@ pub async fn wait(
     let deadline = Instant::now() + timeout.min(MAX_WAIT);
     loop {
         let reading = reader.clone();
-        let owned = topic.to_owned();
-        let committed = tokio::task::spawn_blocking(move || reading.committed(&owned))
-            .await
-            .map_err(|e| GatewayError::KafkaUnavailable(e.to_string()))?
-            .map_err(|e| {
-                GatewayError::KafkaUnavailable(format!(
-                    "cannot read how far stream {stream:?} is committed: {e}"
-                ))
-            })?;
-        if let Some(partition) = wait_for.keys().find(|p| !committed.contains_key(p)) {
+        let (owned_topic, owned_stream) = (topic.to_owned(), stream.to_owned());
+        let committed =
+            tokio::task::spawn_blocking(move || reading.committed(&owned_topic, &owned_stream))
+                .await
+                .map_err(|e| GatewayError::KafkaUnavailable(e.to_string()))?
+                .map_err(|e| {
+                    GatewayError::KafkaUnavailable(format!(
+                        "cannot read how far stream {stream:?} is committed: {e}"
+                    ))
+                })?;
+        if let Some(partition) = wait_for.keys().find(|p| !committed.offsets.contains_key(p)) {
             return Err(GatewayError::InvalidArgument(format!(
                 "partition {partition} is not a partition of stream {stream:?}'s topic \
                  (it has {})",
-                committed.len()
+                committed.offsets.len()
             )));
         }
-        let reached = reached(&committed, wait_for);
+        let reached = reached(&committed.offsets, wait_for);
         if reached || Instant::now() + POLL > deadline {
-            return Ok(Watermark { committed, reached });
+            return Ok(Watermark {
+                committed: committed.offsets,
+                reached,
+                newest_event_us: committed.newest_event_us,
+            });
         }
         tokio::time::sleep(POLL).await;
     }

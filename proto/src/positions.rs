@@ -57,6 +57,40 @@ pub fn parse(text: &str) -> Result<BTreeMap<i32, i64>, String> {
     Ok(highest(positions))
 }
 
+/// What the compactor attaches to its group offset commits, and the
+/// gateway's watermark reads back: per table (stream), the newest event time
+/// (µs since the epoch) the table held as of that commit, as
+/// `tlake.newest_event_us=default:1733000000000000,audit:1733000000000001`.
+/// Stream names are `[a-z0-9_]`, so the text needs no escaping.
+const NEWEST_EVENT_PREFIX: &str = "tlake.newest_event_us=";
+
+/// Kafka keeps at most 4096 bytes of metadata per committed offset by
+/// default (`offset.metadata.max.bytes`); past this, nothing is attached.
+pub const MAX_GROUP_METADATA: usize = 4000;
+
+/// [`NEWEST_EVENT_PREFIX`] text for `newest` (table → µs); `None` when
+/// empty or too long for the broker to keep.
+pub fn newest_event_metadata(newest: &BTreeMap<String, i64>) -> Option<String> {
+    if newest.is_empty() {
+        return None;
+    }
+    let pairs: Vec<String> = newest.iter().map(|(t, us)| format!("{t}:{us}")).collect();
+    let text = format!("{NEWEST_EVENT_PREFIX}{}", pairs.join(","));
+    (text.len() <= MAX_GROUP_METADATA).then_some(text)
+}
+
+/// `stream`'s newest event time (µs) in a group commit's metadata, if the
+/// committer reported one.
+pub fn newest_event_of(metadata: &str, stream: &str) -> Option<i64> {
+    metadata
+        .strip_prefix(NEWEST_EVENT_PREFIX)?
+        .split(',')
+        .find_map(|pair| {
+            let (table, us) = pair.split_once(':')?;
+            (table == stream).then(|| us.parse().ok()).flatten()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +118,33 @@ mod tests {
         assert_eq!(parse(""), Ok(BTreeMap::new()));
         let err = parse("0:12,x").expect_err("bad");
         assert!(err.contains("\"x\""), "{err}");
+    }
+
+    #[test]
+    fn newest_event_times_round_trip_through_group_metadata() {
+        let newest = BTreeMap::from([
+            ("audit".to_owned(), 7),
+            ("default".to_owned(), 1_733_000_000_000_000),
+        ]);
+        let text = newest_event_metadata(&newest).expect("short enough");
+        assert_eq!(
+            newest_event_of(&text, "default"),
+            Some(1_733_000_000_000_000)
+        );
+        assert_eq!(newest_event_of(&text, "audit"), Some(7));
+        assert_eq!(newest_event_of(&text, "aud"), None);
+        assert_eq!(
+            newest_event_of("", "default"),
+            None,
+            "a commit without metadata"
+        );
+        assert_eq!(newest_event_of("something else", "default"), None);
+        assert_eq!(newest_event_metadata(&BTreeMap::new()), None);
+        let many: BTreeMap<String, i64> = (0..300).map(|i| (format!("stream_{i}"), i)).collect();
+        assert_eq!(
+            newest_event_metadata(&many),
+            None,
+            "over the broker's limit"
+        );
     }
 }

@@ -66,6 +66,14 @@ async fn http_watermark(flow: &Flow, query: &str) -> (reqwest::StatusCode, serde
     (status, body)
 }
 
+/// The newest event time in the stream's table by DuckDB, in ns.
+fn duckdb_newest_event_ns(stream: &str) -> u64 {
+    let rows = duckdb_csv(&format!(
+        "SELECT epoch_us(max(event_time)) FROM telemetrylake.logs.\"{stream}\""
+    ));
+    rows[0][0].parse::<u64>().expect("a time") * 1000
+}
+
 fn committed_sum(body: &serde_json::Value) -> i64 {
     body["committed"]
         .as_array()
@@ -112,6 +120,12 @@ async fn flush_until_queryable_returns_when_duckdb_sees_every_event() {
             "every record written is committed: {body}"
         );
         previous = committed;
+        // The event time committed through: the table's newest, as DuckDB sees it.
+        assert_eq!(
+            body["committed_event_time_unix_nano"].as_u64(),
+            Some(duckdb_newest_event_ns(&flow.stream)),
+            "round {round}: {body}"
+        );
     }
 
     // The compactor away: delivered, durable, not yet queryable — said so in time.
@@ -134,6 +148,11 @@ async fn flush_until_queryable_returns_when_duckdb_sees_every_event() {
     assert_eq!(duckdb_counts(&flow.stream), (sent, sent));
     let (_, body) = http_watermark(&flow, "").await;
     assert!(committed_sum(&body) > previous, "{body}");
+    assert_eq!(
+        body["committed_event_time_unix_nano"].as_u64(),
+        Some(duckdb_newest_event_ns(&flow.stream)),
+        "after the restart: {body}"
+    );
     eprintln!(
         "watermark: {sent} events sent = rows = distinct ids; committed {}",
         body["committed"]
@@ -173,6 +192,10 @@ async fn send_logs_says_where_it_wrote_and_bad_watermark_requests_are_refused() 
         .expect("OK")
         .into_inner();
     assert!(!answer.reached);
+    assert_eq!(
+        answer.committed_event_time_unix_nano, 0,
+        "nothing committed yet"
+    );
     assert_eq!(answer.committed.len(), 3, "{answer:?}");
     assert!(answer.committed.iter().all(|p| p.offset == 0), "{answer:?}");
 
