@@ -27,6 +27,15 @@ fn ids(events: &[LogEvent]) -> impl Iterator<Item = &[u8]> {
     events.iter().map(|e| e.event_id.as_ref())
 }
 
+/// Every acknowledged event is among `observed`, once.
+fn assert_exactly_once(ledger: &AckLedger, observed: &[LogEvent]) {
+    let observed_ids: Vec<[u8; 16]> = observed
+        .iter()
+        .map(|e| e.event_id.as_ref().try_into().expect("id"))
+        .collect();
+    assert_no_loss_no_dup(&ledger.ids(), &observed_ids, true);
+}
+
 #[tokio::test]
 async fn send_logs_arrive_intact_and_exactly_once() {
     let (stack, topic, gateway) = setup("sendlogs").await;
@@ -71,11 +80,7 @@ async fn send_logs_arrive_intact_and_exactly_once() {
         assert!(batch.received_unix_nano > 0);
         observed.extend(batch.events);
     }
-    let observed_ids: Vec<[u8; 16]> = observed
-        .iter()
-        .map(|e| e.event_id.as_ref().try_into().expect("id"))
-        .collect();
-    assert_no_loss_no_dup(&ledger.ids(), &observed_ids, true);
+    assert_exactly_once(&ledger, &observed);
     // Intact: every event comes out byte for byte as it went in.
     let by_id: std::collections::HashMap<_, _> =
         observed.iter().map(|e| (e.event_id.clone(), e)).collect();
@@ -185,11 +190,7 @@ async fn requests_read_in_place_or_left_to_prost_both_arrive() {
         }
         observed.extend(batch.events);
     }
-    let observed_ids: Vec<[u8; 16]> = observed
-        .iter()
-        .map(|e| e.event_id.as_ref().try_into().expect("id"))
-        .collect();
-    assert_no_loss_no_dup(&ledger.ids(), &observed_ids, true);
+    assert_exactly_once(&ledger, &observed);
 }
 
 #[tokio::test]
