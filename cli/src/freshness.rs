@@ -20,6 +20,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use hdrhistogram::Histogram;
+use tlake_proto::v1::log_ingest_client::LogIngestClient;
+use tonic::transport::Channel;
 
 use crate::events::Source;
 use crate::lake::{LakeArgs, S3Keys};
@@ -44,8 +46,23 @@ pub struct FreshBench {
     pub extension_dir: std::path::PathBuf,
     /// Where the tail is read from.
     pub fresh: FreshOptions,
-    /// After the run: this many committed-only and fresh queries, alternating.
+    /// After the runs: this many committed-only and fresh queries, alternating.
     pub compare: usize,
+    /// Runs of the load, one after the other on the same stream; with more
+    /// than one, a summary of medians and ranges follows.
+    pub runs: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Copy)]
+struct FreshRun {
+    acked_per_s: f64,
+    /// OK → visible: p50, p90, p99, max (ms).
+    visible_ms: [f64; 4],
+    never: usize,
+    queries: usize,
+    /// Query time p50, p99 (ms).
+    query_ms: [f64; 2],
 }
 
 /// One fresh query: when it began and ended, and the highest offset per partition it saw.
@@ -56,8 +73,10 @@ struct Seen {
     max_offset: BTreeMap<i32, i64>,
 }
 
-/// Runs the benchmark and prints its report.
+/// Runs the benchmark and prints its report: each run's, then (with
+/// several) the median and range of each figure.
 pub async fn run(bench: &FreshBench) -> Result<()> {
+    anyhow::ensure!(bench.runs > 0, "--runs must be at least 1");
     let client = load::connect(&bench.gateway).await?;
     let keys = S3Keys::from_env()?;
     let table = format!("\"{}\"", bench.load.stream.replace('"', "\"\""));
@@ -68,11 +87,65 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
     load::send_one(&mut client.clone(), first).await?;
     wait_for_snapshot(bench, &keys).await?;
 
+    let mut runs = Vec::new();
+    let mut session = None;
+    for i in 0..bench.runs {
+        if bench.runs > 1 {
+            println!("run {} of {}:", i + 1, bench.runs);
+        }
+        let (run, last) = run_once(bench, &client, &keys, &table, &mut n).await?;
+        runs.push(run);
+        session = Some(last);
+    }
+    if runs.len() > 1 {
+        print!("{}", summary(&runs));
+    }
+    if let (true, Some(session)) = (bench.compare > 0, session) {
+        let compare = bench.compare;
+        let (lake, table) = (bench.lake.clone(), table.clone());
+        tokio::task::spawn_blocking(move || overhead(&session, &lake, &table, compare)).await??;
+    }
+    Ok(())
+}
+
+/// Median (min–max) of each run's figures.
+fn summary(runs: &[FreshRun]) -> String {
+    use crate::bench::Spread;
+    let show = |values: Vec<f64>| {
+        Spread::of(values.into_iter()).map_or("-".into(), |s| {
+            format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max)
+        })
+    };
+    let of = |f: fn(&FreshRun) -> f64| show(runs.iter().map(f).collect());
+    format!(
+        "{} runs, median (min–max):\n  acknowledged events/s {}\n  OK -> visible ms: p50 {}  p90 {}  p99 {}  max {}\n  \
+         fresh query ms: p50 {}  p99 {}; requests never seen: {}\n",
+        runs.len(),
+        of(|r| r.acked_per_s),
+        of(|r| r.visible_ms[0]),
+        of(|r| r.visible_ms[1]),
+        of(|r| r.visible_ms[2]),
+        of(|r| r.visible_ms[3]),
+        of(|r| r.query_ms[0]),
+        of(|r| r.query_ms[1]),
+        runs.iter().map(|r| r.never).sum::<usize>(),
+    )
+}
+
+/// One run: the load, a querier asking the fresh view back to back, and
+/// per acknowledged request the time until a query saw it.
+async fn run_once(
+    bench: &FreshBench,
+    client: &LogIngestClient<Channel>,
+    keys: &S3Keys,
+    table: &str,
+    n: &mut u64,
+) -> Result<(FreshRun, Session)> {
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let runtime = tokio::runtime::Handle::current();
     let querier = {
-        let (stop, seen, table) = (stop.clone(), seen.clone(), table.clone());
+        let (stop, seen, table) = (stop.clone(), seen.clone(), table.to_owned());
         let (lake, extension_dir, fresh) = (
             bench.lake.clone(),
             bench.extension_dir.clone(),
@@ -116,7 +189,7 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
 
     let cpu_before = crate::bench::cpu_seconds(std::process::id())?;
     let started = Instant::now();
-    let offered = load::offer(&client, &bench.load, &bench.source, &mut n, |_| {}).await?;
+    let offered = load::offer(client, &bench.load, &bench.source, n, |_| {}).await?;
     let (failed, late, sent_for) = (offered.failed, offered.late, offered.sent_for);
     // Until the querier saw the last OK (or 60 s).
     let last = offered.acks.iter().map(|a| a.at).max();
@@ -146,38 +219,41 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let events = acks.iter().map(|a| a.events as f64).sum::<f64>();
+    let run = FreshRun {
+        acked_per_s: events / sent_for.as_secs_f64(),
+        visible_ms: [
+            ms(&visible, 0.5),
+            ms(&visible, 0.9),
+            ms(&visible, 0.99),
+            visible.max() as f64 / 1000.0,
+        ],
+        never,
+        queries: seen.len(),
+        query_ms: [ms(&took, 0.5), ms(&took, 0.99)],
+    };
     println!(
         "offered {} events/s in requests of {} for {:.1} s: acknowledged {:.0} events/s ({} requests; \
          {failed} failed, {late} not sent because {} were in flight)",
         bench.load.rate,
         bench.load.batch,
         sent_for.as_secs_f64(),
-        events / sent_for.as_secs_f64(),
+        run.acked_per_s,
         acks.len(),
         bench.load.concurrency,
     );
+    let [p50, p90, p99, max] = run.visible_ms;
     println!(
-        "OK -> visible in --fresh, ms: p50 {:.0}  p90 {:.0}  p99 {:.0}  max {:.0}  ({} requests never seen)",
-        ms(&visible, 0.5),
-        ms(&visible, 0.9),
-        ms(&visible, 0.99),
-        visible.max() as f64 / 1000.0,
-        never
+        "OK -> visible in --fresh, ms: p50 {p50:.0}  p90 {p90:.0}  p99 {p99:.0}  max {max:.0}  ({never} requests never seen)"
     );
     println!(
         "fresh queries: {}  took ms p50 {:.0}  p99 {:.0}; this process: {:.2} cores, peak RSS {} MiB",
-        seen.len(),
-        ms(&took, 0.5),
-        ms(&took, 0.99),
+        run.queries,
+        run.query_ms[0],
+        run.query_ms[1],
         cpu / started.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
-    if bench.compare > 0 {
-        let compare = bench.compare;
-        let (lake, table) = (bench.lake.clone(), table.clone());
-        tokio::task::spawn_blocking(move || overhead(&session, &lake, &table, compare)).await??;
-    }
-    Ok(())
+    Ok((run, session))
 }
 
 async fn wait_for_snapshot(bench: &FreshBench, keys: &S3Keys) -> Result<()> {
@@ -268,4 +344,27 @@ fn overhead(session: &Session, lake: &LakeArgs, table: &str, pairs: usize) -> Re
 /// This process's peak resident set, MiB (Linux `VmHWM`; 0 if unreadable).
 fn peak_rss_mib() -> u64 {
     crate::bench::status_mib("self", "VmHWM").map_or(0, |mib| mib as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(p99: f64, never: usize) -> FreshRun {
+        FreshRun {
+            acked_per_s: 100_000.0,
+            visible_ms: [p99 / 4.0, p99 / 2.0, p99, p99 + 100.0],
+            never,
+            queries: 100,
+            query_ms: [150.0, 400.0],
+        }
+    }
+
+    #[test]
+    fn the_summary_gives_medians_ranges_and_every_unseen_request() {
+        let text = summary(&[run(833.0, 0), run(711.0, 1), run(702.0, 2)]);
+        assert!(text.starts_with("3 runs"), "{text}");
+        assert!(text.contains("p99 711 (702–833)"), "{text}");
+        assert!(text.contains("requests never seen: 3"), "{text}");
+    }
 }

@@ -173,6 +173,10 @@ enum BenchTarget {
         /// After the run, this many committed-only and fresh scans of the table, alternating.
         #[arg(long, default_value_t = 0)]
         compare: usize,
+        /// Runs of the load, one after another; with several, the median and range of each
+        /// figure follow.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
         #[command(flatten)]
         lake: LakeArgs,
         /// DuckDB extension directory with avro, httpfs and iceberg.
@@ -361,6 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 BenchTarget::Fresh {
                     load,
                     compare,
+                    runs,
                     lake,
                     extension_dir,
                     kafka_brokers,
@@ -377,6 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     timeout: Duration::from_secs(30),
                 },
                 compare,
+                runs,
             })
             .await?;
         }
