@@ -357,30 +357,19 @@ impl Maintainer {
             let manifests: Vec<ManifestFile> = merged.into_iter().chain(kept).collect();
             let after = manifests.len();
 
-            let list_path = manifest_list_path(location, snapshot_id, attempt, commit_id);
-            written.push(list_path.clone());
-            write_manifest_list(
-                file_io,
-                &list_path,
-                (snapshot_id, sequence_number),
-                parent,
-                manifests,
-            )
-            .await?;
-
-            let snapshot = replace_snapshot(
+            let head = ReplaceHead {
                 metadata,
                 parent,
-                (snapshot_id, sequence_number),
-                list_path,
+                ids: (snapshot_id, sequence_number),
+                attempt,
+                commit_id,
+            };
+            let what = (
                 iceberg::spec::Operation::Replace,
-                replace_summary(
-                    &parent.summary().additional_properties,
-                    &Counts::default(),
-                    commit_id,
-                    "merge-manifests",
-                ),
+                &Counts::default(),
+                "merge-manifests",
             );
+            let snapshot = head.stage(file_io, manifests, &mut written, what).await?;
             Ok::<_, Error>((snapshot, after))
         }
         .await;

@@ -363,35 +363,62 @@ impl Maintainer {
                 });
             }
 
-            let list_path = manifest_list_path(location, snapshot_id, attempt, commit_id);
-            written.push(list_path.clone());
-            write_manifest_list(
-                file_io,
-                &list_path,
-                (snapshot_id, sequence_number),
-                parent,
-                manifests,
-            )
-            .await?;
-
-            let snapshot = replace_snapshot(
+            let head = ReplaceHead {
                 metadata,
                 parent,
-                (snapshot_id, sequence_number),
-                list_path,
-                removal.operation(),
-                replace_summary(
-                    &parent.summary().additional_properties,
-                    &counts,
-                    commit_id,
-                    removal.kind(),
-                ),
-            );
-            Ok::<_, Error>(snapshot)
+                ids: (snapshot_id, sequence_number),
+                attempt,
+                commit_id,
+            };
+            let what = (removal.operation(), &counts, removal.kind());
+            head.stage(file_io, manifests, &mut written, what).await
         }
         .await;
         let snapshot = discard_staged(file_io, &written, staged).await?;
         Ok(Staged { snapshot, written })
+    }
+}
+
+/// The new snapshot a replace stages on top of `parent`: its ids, and the
+/// attempt and commit that make its manifest list's path unique.
+pub(crate) struct ReplaceHead<'a> {
+    pub(crate) metadata: &'a TableMetadata,
+    pub(crate) parent: &'a Snapshot,
+    /// (snapshot id, sequence number).
+    pub(crate) ids: (i64, i64),
+    pub(crate) attempt: u32,
+    pub(crate) commit_id: Uuid,
+}
+
+impl ReplaceHead<'_> {
+    /// What every replace ends with: writes the manifest list of
+    /// `manifests` (noted in `written`, which the caller deletes if staging
+    /// fails) and builds the replace snapshot over it, its summary carrying
+    /// the parent's progress and `counts` under the maintenance `kind`.
+    pub(crate) async fn stage(
+        &self,
+        file_io: &FileIO,
+        manifests: Vec<ManifestFile>,
+        written: &mut Vec<String>,
+        (operation, counts, kind): (Operation, &Counts, &str),
+    ) -> Result<Snapshot> {
+        let location = self.metadata.location().trim_end_matches('/');
+        let list_path = manifest_list_path(location, self.ids.0, self.attempt, self.commit_id);
+        written.push(list_path.clone());
+        write_manifest_list(file_io, &list_path, self.ids, self.parent, manifests).await?;
+        Ok(replace_snapshot(
+            self.metadata,
+            self.parent,
+            self.ids,
+            list_path,
+            operation,
+            replace_summary(
+                &self.parent.summary().additional_properties,
+                counts,
+                self.commit_id,
+                kind,
+            ),
+        ))
     }
 }
 
