@@ -130,11 +130,11 @@ impl LagReader {
     /// partitions; 0 for a topic that does not exist (nothing to hold back).
     pub fn topic_lag(&self, topic: &str) -> Result<u64, KafkaError> {
         let mut lag = 0u64;
-        for (partition, committed, _) in self.group_offsets(topic)? {
+        for e in self.group_offsets(topic)?.elements() {
             let (low, high) = self
                 .consumer
-                .fetch_watermarks(topic, partition, self.timeout)?;
-            lag += partition_lag(committed, low, high);
+                .fetch_watermarks(topic, e.partition(), self.timeout)?;
+            lag += partition_lag(e.offset(), low, high);
         }
         Ok(lag)
     }
@@ -146,38 +146,34 @@ impl LagReader {
     /// compactors report it in the commits' metadata.
     pub fn committed(&self, topic: &str, stream: &str) -> Result<Committed, KafkaError> {
         let mut committed = Committed::default();
-        for (partition, offset, metadata) in self.group_offsets(topic)? {
-            let next = match offset {
+        for e in self.group_offsets(topic)?.elements() {
+            let next = match e.offset() {
                 Offset::Offset(next) => next.max(0),
                 _ => 0,
             };
-            committed.offsets.insert(partition, next);
-            let reported = tlake_proto::positions::newest_event_of(&metadata, stream);
+            committed.offsets.insert(e.partition(), next);
+            let reported = tlake_proto::positions::newest_event_of(e.metadata(), stream);
             committed.newest_event_us = committed.newest_event_us.max(reported);
         }
         Ok(committed)
     }
 
-    /// Each partition of `topic` with the group's committed offset and its
-    /// metadata; none for a topic that does not exist.
-    fn group_offsets(&self, topic: &str) -> Result<Vec<(i32, Offset, String)>, KafkaError> {
+    /// Each partition of `topic` with the group's committed offset (and the
+    /// commit's metadata, read only by [`Self::committed`]); none for a topic
+    /// that does not exist.
+    fn group_offsets(&self, topic: &str) -> Result<TopicPartitionList, KafkaError> {
         let metadata = self.consumer.fetch_metadata(Some(topic), self.timeout)?;
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Ok(Vec::new());
+            return Ok(TopicPartitionList::new());
         };
         if found.error().is_some() {
-            return Ok(Vec::new());
+            return Ok(TopicPartitionList::new());
         }
         let mut partitions = TopicPartitionList::new();
         for partition in found.partitions() {
             partitions.add_partition(topic, partition.id());
         }
-        let committed = self.consumer.committed_offsets(partitions, self.timeout)?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|e| (e.partition(), e.offset(), e.metadata().to_owned()))
-            .collect())
+        self.consumer.committed_offsets(partitions, self.timeout)
     }
 }
 
