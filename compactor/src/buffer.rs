@@ -76,6 +76,37 @@ impl FlushOrder {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+
+    /// The whole order as one run.
+    pub fn whole(&self) -> OrderRun<'_> {
+        OrderRun(&self.rows)
+    }
+
+    /// The order cut into at most `writers` contiguous runs of near-equal
+    /// length, none shorter than `min_rows` unless it is the only one: each
+    /// is written as files of its own, on a thread of its own. Contiguous,
+    /// so each file keeps the sort and covers its own range of it.
+    pub fn runs(&self, writers: usize, min_rows: usize) -> Vec<OrderRun<'_>> {
+        let n = (self.rows.len() / min_rows.max(1)).clamp(1, writers.max(1));
+        let len = self.rows.len().div_ceil(n).max(1);
+        self.rows.chunks(len).map(OrderRun).collect()
+    }
+}
+
+/// A contiguous run of a [`FlushOrder`]: what one writer builds and writes.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderRun<'a>(&'a [(u32, i32)]);
+
+impl OrderRun<'_> {
+    /// Rows in the run.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Bytes of buffered records: fixed-size chunks that are kept across
@@ -393,7 +424,7 @@ impl Buffers {
         missing.into_iter().chain(
             batch
                 .into_iter()
-                .flat_map(move |b| b.parts(order, target, limits)),
+                .flat_map(move |b| b.parts(order.whole(), target, limits)),
         )
     }
 
@@ -578,17 +609,17 @@ impl Batch {
         self.rows.clear();
     }
 
-    /// The rows in `order`, built in `target` (the table's Arrow schema) a
+    /// The rows of `run`, built in `target` (the table's Arrow schema) a
     /// part at a time — at most `limits` rows and bytes of one day each — so
-    /// a flush never holds more than one part of Arrow memory and each part
+    /// a writer never holds more than one part of Arrow memory and each part
     /// reuses the memory the previous one gave back.
     pub fn parts<'a>(
         &'a self,
-        order: &'a FlushOrder,
+        run: OrderRun<'a>,
         target: &'a SchemaRef,
         limits: PartLimits,
     ) -> impl Iterator<Item = Result<Part, tlake_catalog_client::Error>> + 'a {
-        let mut rest = order.rows.as_slice();
+        let mut rest = run.0;
         std::iter::from_fn(move || {
             let (part, next) = self.next_part(rest, target, limits)?;
             rest = next;
@@ -929,7 +960,7 @@ mod tests {
         append(&mut buffers, &[2, 4], "a");
         let target = target();
         let written: Vec<u8> = taken
-            .parts(&order, &target, buffers.part_limits())
+            .parts(order.whole(), &target, buffers.part_limits())
             .flat_map(|p| {
                 let p = p.expect("part");
                 let ids = p.rows.column_by_name("event_id").expect("id");
@@ -944,5 +975,25 @@ mod tests {
         buffers.committed("default").expect("committed");
         append(&mut buffers, &[5], "a");
         assert_eq!(ids(&flush(&mut buffers)), [5]);
+    }
+
+    #[test]
+    fn runs_cover_the_order_once_in_order_and_split_only_what_is_large() {
+        let order = |n: u32| FlushOrder {
+            rows: (0..n).map(|i| (i, 0)).collect(),
+        };
+        let lens = |o: &FlushOrder, writers, min| -> Vec<usize> {
+            o.runs(writers, min).iter().map(OrderRun::len).collect()
+        };
+        // Under twice the minimum: one run, however many writers.
+        assert_eq!(lens(&order(199), 4, 100), [199]);
+        assert_eq!(lens(&order(200), 4, 100), [100, 100]);
+        assert_eq!(lens(&order(1001), 4, 100), [251, 251, 251, 248]);
+        assert_eq!(lens(&order(1001), 1, 100), [1001]);
+        assert_eq!(lens(&order(10), 0, 0), [10], "zeros mean one writer");
+        assert!(order(0).runs(4, 100).iter().all(OrderRun::is_empty));
+        let o = order(1001);
+        let joined: Vec<(u32, i32)> = o.runs(3, 10).iter().flat_map(|r| r.0.to_vec()).collect();
+        assert_eq!(joined, o.rows, "every row once, in the flush order");
     }
 }

@@ -103,6 +103,12 @@ pub struct FlushConfig {
     /// At most this many remembered ids per table (~40 bytes each); the
     /// oldest flushes are forgotten first.
     pub dedup_window_ids: u64,
+    /// Threads a large flush of one table is split across, each writing
+    /// files of its own (0: one per core, at most 4).
+    pub writers: u32,
+    /// Rows each of those threads gets at least: a flush of fewer rows
+    /// than twice this is written by one thread, as one file per day.
+    pub min_rows_per_writer: u64,
 }
 
 impl Default for Config {
@@ -161,6 +167,9 @@ impl Default for FlushConfig {
             max_latency_ms: 5_000,
             dedup_window_flushes: 16,
             dedup_window_ids: 4_000_000,
+            writers: 0,
+            // ~7 MiB of Parquet for ~300-byte events (27 B/event).
+            min_rows_per_writer: 1 << 18,
         }
     }
 }
@@ -241,6 +250,12 @@ impl Config {
         if !(100..=600_000).contains(&self.flush.max_latency_ms) {
             return invalid("flush.max_latency_ms", "must be between 100 and 600000");
         }
+        if self.flush.writers > 64 {
+            return invalid("flush.writers", "must be at most 64 (0: one per core)");
+        }
+        if self.flush.min_rows_per_writer == 0 {
+            return invalid("flush.min_rows_per_writer", "must be at least 1");
+        }
         self.validate_streams()?;
         self.maintenance.validate()
     }
@@ -285,6 +300,15 @@ impl Config {
     /// Latency cap as a duration.
     pub fn max_latency(&self) -> Duration {
         Duration::from_millis(self.flush.max_latency_ms)
+    }
+
+    /// How many threads may write one table's flush (`flush.writers`, 0
+    /// resolved to the cores this process may use, at most 4).
+    pub fn writers(&self) -> usize {
+        match self.flush.writers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n as usize,
+        }
     }
 }
 
@@ -355,6 +379,15 @@ mod tests {
     }
 
     #[test]
+    fn writers_default_to_the_cores_at_most_four() {
+        let auto = load_toml("").expect("defaults");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(auto.writers(), cores.min(4));
+        let set = load_toml("[flush]\nwriters = 8\n").expect("valid");
+        assert_eq!(set.writers(), 8);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = load_toml("[flush]\nmax_latency = 5\n").expect_err("typo must fail");
         assert!(err.to_string().contains("max_latency"), "{err}");
@@ -374,6 +407,11 @@ mod tests {
                 "flush.target_file_bytes",
             ),
             ("[flush]\nmax_latency_ms = 0\n", "flush.max_latency_ms"),
+            ("[flush]\nwriters = 65\n", "flush.writers"),
+            (
+                "[flush]\nmin_rows_per_writer = 0\n",
+                "flush.min_rows_per_writer",
+            ),
             ("[maintenance]\nmin_files = 1\n", "maintenance.min_files"),
             (
                 "[maintenance]\nsmall_file_bytes = 0\n",

@@ -170,18 +170,47 @@ struct Crew {
     metrics: Arc<Metrics>,
     writer_epoch: u64,
     target_file_bytes: u64,
+    writers: usize,
+    min_rows_per_writer: usize,
     limits: PartLimits,
 }
 
+/// A record consumed this long after Kafka stamped it means this process
+/// is behind its topics (a restart, a burst): see [`Pipeline::catching_up`].
+pub(crate) const BEHIND_MS: i64 = 1_000;
+
+/// While catching up, a flush starts once a buffer would make a file of at
+/// least this share of the target size.
+const CATCH_UP_FILE_SHARE: u64 = 16;
+
 impl Pipeline {
     /// Whether a buffer (or the dead letters) reached the latency cap or
-    /// the size target.
+    /// the size target, or the process is catching up.
     pub(crate) fn flush_due(&self) -> bool {
         let latency = self.config.max_latency();
         let target = self.config.flush.target_file_bytes;
         self.buffers.stats().any(|(_, s)| {
             s.oldest.is_some_and(|t| t.elapsed() >= latency) || self.trigger.due(s.bytes, target)
         }) || self.dead.due(latency)
+            || self.catching_up()
+    }
+
+    /// Behind the topics, with no flight in the air and a buffer worth a
+    /// file (or the backlog read to its end): flush now rather than at the
+    /// latency cap. The cap is there for freshness, and rows that are
+    /// already late gain nothing by waiting, while the writer's core would
+    /// sit idle. So a backlog is written in flights back to back, each as
+    /// large as what arrived while the last was written (the size target
+    /// still bounds them), consuming and writing overlapped from the first
+    /// second instead of the fifth.
+    fn catching_up(&self) -> bool {
+        if !self.behind || self.flight.is_some() {
+            return false;
+        }
+        let floor = self.config.flush.target_file_bytes / CATCH_UP_FILE_SHARE;
+        self.buffers
+            .stats()
+            .any(|(_, s)| self.drained || self.trigger.due(s.bytes, floor))
     }
 
     /// Lands the flight in the air, if any, then launches one for what is
@@ -274,6 +303,9 @@ impl Pipeline {
             metrics: self.metrics.clone(),
             writer_epoch: self.writer_epoch,
             target_file_bytes: self.config.flush.target_file_bytes,
+            writers: self.config.writers(),
+            min_rows_per_writer: usize::try_from(self.config.flush.min_rows_per_writer)
+                .unwrap_or(usize::MAX),
             limits: self.buffers.part_limits(),
         };
         self.gate.take_off();
@@ -354,6 +386,8 @@ fn fly(crew: &Crew, shares: Vec<TableFlush>) -> Result<Vec<Landed>, FlushStop> {
         metrics: &crew.metrics,
         writer_epoch: crew.writer_epoch,
         target_file_bytes: crew.target_file_bytes,
+        writers: crew.writers,
+        min_rows_per_writer: crew.min_rows_per_writer,
     };
     fly_with(shares, crew.limits, |share, source| {
         write_and_commit(

@@ -76,6 +76,12 @@ pub struct Pipeline {
     /// Per table this instance committed to, the newest event time it holds
     /// (µs): sent with the group offsets, for the gateway's watermarks.
     pub(crate) newest_event_us: BTreeMap<String, i64>,
+    /// Whether the record consumed last was stamped by Kafka (its producer)
+    /// over a second before it was consumed: this process is behind its
+    /// topics (see `Pipeline::catching_up`).
+    pub(crate) behind: bool,
+    /// Whether the last poll found nothing to read.
+    pub(crate) drained: bool,
     last_lag: Instant,
     last_verify: Instant,
     /// Reused: the record being taken, and its events' keys.
@@ -124,6 +130,8 @@ impl Pipeline {
             writer_epoch,
             flight: None,
             newest_event_us: BTreeMap::new(),
+            behind: false,
+            drained: false,
             gate,
             last_lag: Instant::now(),
             last_verify: Instant::now(),
@@ -139,6 +147,9 @@ impl Pipeline {
             let mut payload = std::mem::take(&mut self.payload);
             let polled = match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
+                    self.behind = m.timestamp().to_millis().is_some_and(|stamped| {
+                        crate::dead_letters::now_us() / 1000 - stamped > crate::flush::BEHIND_MS
+                    });
                     payload.clear();
                     payload.extend_from_slice(m.payload().unwrap_or_default());
                     Some(Ok(((m.topic().to_owned(), m.partition()), m.offset())))
@@ -146,6 +157,7 @@ impl Pipeline {
                 Some(Err(e)) => Some(Err(e)),
                 None => None,
             };
+            self.drained = polled.is_none();
             // Rebalances run inside poll(): apply them before the message.
             self.apply_rebalances()?;
             match polled {

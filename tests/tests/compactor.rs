@@ -101,6 +101,32 @@ async fn sigterm_flushes_and_commits_what_is_buffered() {
     assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_is_written_without_waiting_for_the_latency_cap() {
+    let mut flow = Flow::new("backlog", 2).await;
+    flow.send(3000, 500).await;
+    // Consumed over a second after Kafka stamped them: a backlog.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut options = CompactorOptions::new(&flow.stack.kafka_brokers, &flow.topic);
+    options.max_latency_ms = 600_000;
+    let compactor = Compactor::start(&options);
+    let catalog = catalog().await;
+    // 30 s: far below the 10-minute cap.
+    let ids = wait_for_rows(&catalog, &flow.stream, flow.ledger.len(), WAIT / 3).await;
+    assert_eq!(
+        ids.len(),
+        flow.ledger.len(),
+        "the backlog waits for the cap:\n{}",
+        compactor.log()
+    );
+    assert_no_loss_no_dup(&flow.ledger.ids(), &ids, true);
+    // New events arrive on time again: they wait for the cap (10 min).
+    flow.send(10, 10).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = scan_event_ids(&catalog, &flow.stream).await;
+    assert_eq!(after.len(), ids.len(), "fresh events are not flushed early");
+}
+
 /// After re-sent events: 10 new ones land, the table then holds `rows`
 /// rows (== distinct == acknowledged) and keeps holding them.
 async fn ten_new_events_and_still_no_duplicate(
@@ -179,7 +205,10 @@ async fn a_poison_record_becomes_one_dead_letter_and_the_rest_flows() {
 
 async fn crash_at(failpoint: &str) {
     let mut flow = Flow::new(&failpoint.replace('-', "_"), 2).await;
-    let options = CompactorOptions::new(&flow.stack.kafka_brokers, &flow.topic);
+    let mut options = CompactorOptions::new(&flow.stack.kafka_brokers, &flow.topic);
+    // Flushes of 400+ rows are split across writer threads (a file set
+    // each, committed together): the crash lands between or after them.
+    options.extra_toml = "writers = 3\nmin_rows_per_writer = 200\n".into();
     let mut crashing = Compactor::start(
         &options
             .clone()
@@ -193,6 +222,11 @@ async fn crash_at(failpoint: &str) {
     assert!(
         crashing.log().contains(&format!("failpoint {failpoint}")),
         "{}",
+        crashing.log()
+    );
+    assert!(
+        crashing.log().contains("writing in parallel"),
+        "the crashed flush was written by several threads: {}",
         crashing.log()
     );
     let catalog = catalog().await;
