@@ -28,7 +28,7 @@
 //! writer's) — those resolve to the committed table, with a note.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
@@ -74,6 +74,12 @@ struct FreshTable {
     view: String,
     /// Ids in the tail files.
     ids: HashSet<[u8; 16]>,
+    /// At most the lowest id in the tail: where the view's anti-join starts
+    /// reading the snapshot's ids. Lowered as ids arrive, raised only when
+    /// the snapshot moves, so the view's text changes with commits only.
+    low: Option<[u8; 16]>,
+    /// This table's tail files and nothing else (the view reads `*.parquet` there).
+    dir: PathBuf,
     /// The tail, oldest first.
     files: Vec<TailFile>,
 }
@@ -90,9 +96,7 @@ impl FreshTable {
 
 impl Drop for FreshTable {
     fn drop(&mut self) {
-        for file in &self.files {
-            let _ = std::fs::remove_file(&file.path);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -178,7 +182,7 @@ impl Fresh {
             advance(&name, fresh, &table)?;
             let from = wanted(fresh)?;
             let records = fresh.tail.read(&from)?;
-            append(&name, fresh, &records, &self.spill)?;
+            append(&name, fresh, &records)?;
             define_view(conn, &name, fresh)?;
         }
         Ok(())
@@ -234,6 +238,11 @@ impl Fresh {
         let metadata = table.metadata();
         let target = schema_to_arrow_schema(metadata.current_schema())
             .with_context(|| format!("the Arrow schema of {name}"))?;
+        // A new directory each time: a forgotten table's files are gone with its old one.
+        let dir = self
+            .spill
+            .join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         self.tables.insert(
             name.to_owned(),
             FreshTable {
@@ -245,6 +254,8 @@ impl Fresh {
                 tail: TailReader::new(&self.options.kafka_brokers, self.options.timeout)?,
                 view: String::new(),
                 ids: HashSet::new(),
+                low: None,
+                dir,
                 files: Vec::new(),
             },
         );
@@ -322,43 +333,38 @@ fn advance(name: &str, fresh: &mut FreshTable, table: &Table) -> Result<()> {
         file.ids.clear();
         let _ = std::fs::remove_file(&file.path);
     }
+    fresh.low = fresh.ids.iter().min().copied();
     Ok(())
 }
 
-/// (Re)defines `fresh`'s view over its snapshot and tail, when either changed.
+/// (Re)defines `fresh`'s view over its snapshot and tail, when its text
+/// changes: at a new snapshot, or when the tail empties or starts (a view is
+/// bound when it is created — the iceberg scan reads the table's metadata —
+/// so one created for every query cost ~40 ms of a ~280 ms query at 100K
+/// events/s; the tail is read by a glob over the table's directory instead
+/// of a list of its files).
 ///
-/// The anti-join reads the snapshot's ids only between the lowest and the
-/// highest id in the tail: exact (no copy of a tail id lies outside), and
+/// The anti-join reads the snapshot's ids only from `low`, at most the
+/// lowest id in the tail: exact (no copy of a tail id lies below it), and
 /// cheap for time-ordered ids (UUIDv7, what the SDK makes) — the iceberg and
-/// Parquet readers skip every file and row group whose id bounds miss the
-/// range, instead of reading every id of the table for each query.
+/// Parquet readers skip every file and row group whose ids all lie below,
+/// instead of reading every id of the table for each query.
 fn define_view(conn: &Connection, name: &str, fresh: &mut FreshTable) -> Result<()> {
     let db = identifier(DATABASE);
     let t = identifier(name);
     let loc = literal(&fresh.metadata_location);
-    let range = match (fresh.ids.iter().min(), fresh.ids.iter().max()) {
-        (Some(low), Some(high)) => {
-            format!("WHERE event_id BETWEEN {} AND {}", blob(low), blob(high))
-        }
-        _ => String::new(),
-    };
     let committed = format!("SELECT * FROM iceberg_scan({loc})");
-    let sql = if fresh.files.is_empty() {
-        format!("CREATE OR REPLACE VIEW {db}.main.{t} AS {committed}")
-    } else {
-        let files: Vec<String> = fresh
-            .files
-            .iter()
-            .map(|f| literal(&f.path.to_string_lossy()))
-            .collect();
-        format!(
+    let sql = match (&fresh.low, fresh.files.is_empty()) {
+        (Some(low), false) => format!(
             "CREATE OR REPLACE VIEW {db}.main.{t} AS {committed} \
              UNION ALL BY NAME \
-             SELECT tail.* FROM read_parquet([{}]) AS tail \
-             ANTI JOIN (SELECT event_id FROM iceberg_scan({loc}) {range}) AS ids \
+             SELECT tail.* FROM read_parquet({}) AS tail \
+             ANTI JOIN (SELECT event_id FROM iceberg_scan({loc}) WHERE event_id >= {}) AS ids \
              ON tail.event_id = ids.event_id",
-            files.join(", ")
-        )
+            literal(&fresh.dir.join("*.parquet").to_string_lossy()),
+            blob(low),
+        ),
+        _ => format!("CREATE OR REPLACE VIEW {db}.main.{t} AS {committed}"),
     };
     if fresh.view != sql {
         conn.execute_batch(&sql)
@@ -377,7 +383,7 @@ fn blob(bytes: &[u8]) -> String {
 
 /// Where to read each partition of the table's topics from: the first
 /// offset it lacks (`None`: the beginning — it holds none of that partition).
-fn wanted(fresh: &FreshTable) -> Result<BTreeMap<Tp, Option<i64>>> {
+fn wanted(fresh: &mut FreshTable) -> Result<BTreeMap<Tp, Option<i64>>> {
     let mut from = BTreeMap::new();
     for (topic, parts) in &fresh.offsets {
         for partition in fresh.tail.partitions(topic)? {
@@ -389,7 +395,7 @@ fn wanted(fresh: &FreshTable) -> Result<BTreeMap<Tp, Option<i64>>> {
 
 /// The events of `records` that belong to `name` and are neither in its
 /// snapshot nor already in its tail, as a new tail file.
-fn append(name: &str, fresh: &mut FreshTable, records: &[TailRecord], spill: &Path) -> Result<()> {
+fn append(name: &str, fresh: &mut FreshTable, records: &[TailRecord]) -> Result<()> {
     let mut rows = Rows::with_capacity(0, 0).promoting(&fresh.target);
     let mut keys: Vec<EventKey> = Vec::new();
     let mut scanned: Vec<(Scanned<'_>, Vec<EventKey>, &TailRecord)> = Vec::new();
@@ -409,7 +415,9 @@ fn append(name: &str, fresh: &mut FreshTable, records: &[TailRecord], spill: &Pa
         }
     }
     let mut file = TailFile {
-        path: spill.join(format!("{}.parquet", uuid::Uuid::new_v4().simple())),
+        path: fresh
+            .dir
+            .join(format!("{}.parquet", uuid::Uuid::new_v4().simple())),
         last: BTreeMap::new(),
         ids: Vec::new(),
     };
@@ -455,6 +463,9 @@ fn append(name: &str, fresh: &mut FreshTable, records: &[TailRecord], spill: &Pa
         file.ids.clear();
         let _ = std::fs::remove_file(&file.path);
         return Err(e);
+    }
+    if let Some(&lowest) = file.ids.iter().min() {
+        fresh.low = Some(fresh.low.map_or(lowest, |low| low.min(lowest)));
     }
     fresh.files.push(file);
     Ok(())
