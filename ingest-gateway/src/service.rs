@@ -42,7 +42,7 @@ pub struct Ingest {
     kafka: Arc<Kafka>,
     metrics: Arc<Metrics>,
     lag: Arc<LagGate>,
-    offsets: Arc<LagReader>,
+    watermarks: watermark::Watermarks,
     inflight: Semaphore,
 }
 
@@ -69,7 +69,7 @@ impl Ingest {
             kafka,
             metrics,
             lag,
-            offsets,
+            watermarks: watermark::Watermarks::new(offsets),
             inflight: Semaphore::new(permits),
         }
     }
@@ -176,7 +176,7 @@ impl Ingest {
         timeout: Duration,
     ) -> Result<watermark::Watermark, GatewayError> {
         let (stream, topic) = validate::route(&self.config.streams, stream)?;
-        watermark::wait(&self.offsets, stream, topic, wait_for, timeout).await
+        watermark::wait(&self.watermarks, stream, topic, wait_for, timeout).await
     }
 }
 
