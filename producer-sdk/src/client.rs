@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot};
@@ -16,6 +16,16 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::queue::{Limits, OverflowPolicy, Queue};
 use crate::send::{Counters, MAX_REQUEST_BYTES, Sender, Written};
+
+/// What [`Client::flush_until_queryable`] found: the stream's table holds
+/// every event this client had acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queryable {
+    /// The newest event time the table holds as of the commits waited for
+    /// (of any producer's events, not only this client's); `None` until a
+    /// compactor has reported one.
+    pub committed_event_time: Option<SystemTime>,
+}
 
 /// Counters since the client started. Every accepted event ends up in
 /// exactly one of `sent` or `failed`; until then it is `pending`.
@@ -255,7 +265,7 @@ impl Client {
     /// Returns [`Error::NotYetQueryable`] when the table does not get there
     /// within `timeout` (the events are durable in Kafka and will land), or
     /// the error of the flush or of the Watermark call.
-    pub async fn flush_until_queryable(&self, timeout: Duration) -> Result<(), Error> {
+    pub async fn flush_until_queryable(&self, timeout: Duration) -> Result<Queryable, Error> {
         let started = Instant::now();
         self.flush().await?;
         let wait_for = self.inner.written.positions();
@@ -287,7 +297,11 @@ impl Client {
                 .map_err(|status| Error::from_status(&status))?
                 .into_inner();
             if answer.reached {
-                return Ok(());
+                return Ok(Queryable {
+                    committed_event_time: (answer.committed_event_time_unix_nano > 0).then(|| {
+                        UNIX_EPOCH + Duration::from_nanos(answer.committed_event_time_unix_nano)
+                    }),
+                });
             }
             // The gateway caps one call's wait; call again while time is left.
             if started.elapsed() >= timeout {

@@ -88,7 +88,7 @@ mod send;
 mod testing;
 mod tracing_layer;
 
-pub use client::{Client, Shutdown, Stats};
+pub use client::{Client, Queryable, Shutdown, Stats};
 pub use config::{
     ClientBuilder, Compression, DEFAULT_ENDPOINT, ENV_ENDPOINT, ENV_STREAM, ENV_TOKEN,
     ENV_TOKEN_FILE, Tls,

@@ -103,10 +103,19 @@ async fn flush_until_queryable_returns_when_duckdb_sees_every_event() {
     for round in 0..2 {
         log(&sdk, sent, 3000);
         sent += 3000;
-        sdk.flush_until_queryable(Duration::from_secs(90))
+        let queryable = sdk
+            .flush_until_queryable(Duration::from_secs(90))
             .await
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(duckdb_counts(&flow.stream), (sent, sent), "round {round}");
+        // Only this client writes the stream: the table's newest is its newest.
+        assert_eq!(
+            queryable.committed_event_time,
+            Some(
+                std::time::UNIX_EPOCH + Duration::from_nanos(duckdb_newest_event_ns(&flow.stream))
+            ),
+            "round {round}"
+        );
         let (status, body) = http_watermark(&flow, "").await;
         assert_eq!(status, reqwest::StatusCode::OK, "{body}");
         let committed = committed_sum(&body);
