@@ -359,8 +359,7 @@ fn overhead(session: &Session, lake: &LakeArgs, table: &str, pairs: usize) -> Re
     Ok(())
 }
 
-/// This process's peak resident set, MiB (Linux `VmHWM`; 0 if unreadable).
-/// This process's `VmRSS` (now) or `VmHWM` (peak), MiB.
+/// This process's `VmRSS` (now) or `VmHWM` (peak), MiB (Linux; 0 if unreadable).
 fn rss_mib(key: &str) -> u64 {
     crate::bench::status_mib("self", key).map_or(0, |mib| mib as u64)
 }
