@@ -148,7 +148,9 @@ pub fn send_logs(data: &[u8]) {
         RECEIVED,
         limits.chunk_bytes,
     );
-    let events_of = |chunks: &[chunk::Chunk]| -> Vec<LogEvent> {
+    // Each event as prost encodes it, not the value: a NaN double is not
+    // equal to itself, its bits are.
+    let events_of = |chunks: &[chunk::Chunk]| -> Vec<Vec<u8>> {
         chunks
             .iter()
             .flat_map(|c| {
@@ -156,6 +158,7 @@ pub fn send_logs(data: &[u8]) {
                     .expect("a record prost reads")
                     .events
             })
+            .map(|e| e.encode_to_vec())
             .collect()
     };
     assert_eq!(
