@@ -105,7 +105,7 @@ fn check_resource(bytes: &[u8]) -> Result<(), Unusual> {
         if field != resource::ATTRIBUTES {
             return Err(Unusual("unknown field in the resource"));
         }
-        wire::key_value(r.expect(w, Wire::Len)?.bytes()?, wire::MAX_DEPTH)?;
+        wire::check_key_value(r.expect(w, Wire::Len)?.bytes()?, wire::MAX_DEPTH)?;
     }
     Ok(())
 }
@@ -149,13 +149,13 @@ fn event(bytes: &[u8]) -> Result<Event<'_>, Unusual> {
                 event.severity_number = r.expect(w, Wire::Varint)?.varint()? as i32;
             }
             log_event::SEVERITY_TEXT | log_event::EVENT_NAME | log_event::SCOPE_NAME => {
-                r.expect(w, Wire::Len)?.string()?;
+                r.expect(w, Wire::Len)?.check_string()?;
             }
             log_event::BODY => {
-                wire::any_value(r.expect(w, Wire::Len)?.bytes()?, wire::MAX_DEPTH)?;
+                wire::check_any_value(r.expect(w, Wire::Len)?.bytes()?, wire::MAX_DEPTH)?;
             }
             log_event::ATTRIBUTES => {
-                wire::key_value(r.expect(w, Wire::Len)?.bytes()?, wire::MAX_DEPTH)?;
+                wire::check_key_value(r.expect(w, Wire::Len)?.bytes()?, wire::MAX_DEPTH)?;
             }
             log_event::TRACE_ID => event.trace_id_len = r.expect(w, Wire::Len)?.bytes()?.len(),
             log_event::SPAN_ID => event.span_id_len = r.expect(w, Wire::Len)?.bytes()?.len(),

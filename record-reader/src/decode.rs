@@ -238,17 +238,17 @@ fn scan_event(bytes: &[u8], index: usize, max_depth: u32) -> Result<([u8; 16], i
                 r.expect(w, Wire::Varint)?.varint()?;
             }
             log_event::SEVERITY_TEXT | log_event::EVENT_NAME | log_event::SCOPE_NAME => {
-                r.expect(w, Wire::Len)?.string()?;
+                r.expect(w, Wire::Len)?.check_string()?;
             }
             log_event::BODY => {
                 if body {
                     return Err(WireError("body set twice").into());
                 }
                 body = true;
-                wire::any_value(r.expect(w, Wire::Len)?.bytes()?, max_depth)?;
+                wire::check_any_value(r.expect(w, Wire::Len)?.bytes()?, max_depth)?;
             }
             log_event::ATTRIBUTES => {
-                wire::key_value(r.expect(w, Wire::Len)?.bytes()?, max_depth)?;
+                wire::check_key_value(r.expect(w, Wire::Len)?.bytes()?, max_depth)?;
             }
             log_event::TRACE_ID | log_event::SPAN_ID => {
                 r.expect(w, Wire::Len)?.bytes()?;
