@@ -26,10 +26,8 @@ use tlake_ingest_gateway::chunk::Chunk;
 use tlake_ingest_gateway::config::{KafkaConfig, Limits};
 use tlake_ingest_gateway::events;
 use tlake_ingest_gateway::produce::{Kafka, RequestDelivery};
-use tlake_proto::codec::{PreEncoded, SEND_LOGS_PATH};
 use tlake_proto::v1::{self, SendLogsRequest};
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 
 use crate::events::{Source, resource};
 
@@ -317,28 +315,16 @@ async fn run(bench: &GatewayBench, pool: &Pool, target: Target) -> anyhow::Resul
 /// to Kafka, waiting (like the gateway) for every delivery report.
 async fn send(target: &Target, i: usize) -> Result<(), String> {
     match target {
-        Target::Gateway(channel, requests) => send_logs(channel.clone(), requests[i].clone())
-            .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+        Target::Gateway(channel, requests) => {
+            crate::load::send_logs::<()>(channel.clone(), requests[i].clone())
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        }
         Target::Kafka(kafka, topic, records) => match kafka.produce_all(topic, &records[i]).await {
             RequestDelivery::Delivered(_) => Ok(()),
             RequestDelivery::Incomplete { reason, .. } => Err(reason),
         },
     }
-}
-
-async fn send_logs(channel: Channel, body: Bytes) -> Result<(), Status> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    grpc.unary(
-        Request::new(body),
-        http::uri::PathAndQuery::from_static(SEND_LOGS_PATH),
-        PreEncoded::<()>::default(),
-    )
-    .await
-    .map(drop)
 }
 
 /// Medians and ranges per front and batch size, and — when the ceiling was

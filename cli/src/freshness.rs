@@ -20,7 +20,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use hdrhistogram::Histogram;
-use tlake_proto::v1::log_ingest_client::LogIngestClient;
 use tonic::transport::Channel;
 
 use crate::events::Source;
@@ -77,14 +76,14 @@ struct Seen {
 /// several) the median and range of each figure.
 pub async fn run(bench: &FreshBench) -> Result<()> {
     anyhow::ensure!(bench.runs > 0, "--runs must be at least 1");
-    let client = load::connect(&bench.gateway).await?;
+    let channel = load::connect(&bench.gateway).await?;
     let keys = S3Keys::from_env()?;
     let table = format!("\"{}\"", bench.load.stream.replace('"', "\"\""));
 
     // A fresh view covers tables with a snapshot: one request first, committed.
     let mut n = 0u64;
     let first = load::request(&bench.load.stream, bench.load.batch, &bench.source, &mut n);
-    load::send_one(&mut client.clone(), first).await?;
+    load::send_one(channel.clone(), first, bench.load.batch).await?;
     wait_for_snapshot(bench, &keys).await?;
 
     // One session for every run, as someone watching the stream keeps the
@@ -117,7 +116,7 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
         if bench.runs > 1 {
             println!("run {} of {}:", i + 1, bench.runs);
         }
-        let (run, back) = run_once(bench, &client, &table, &mut n, session).await?;
+        let (run, back) = run_once(bench, &channel, &table, &mut n, session).await?;
         runs.push(run);
         session = back;
     }
@@ -160,7 +159,7 @@ fn summary(runs: &[FreshRun]) -> String {
 /// per acknowledged request the time until a query saw it.
 async fn run_once(
     bench: &FreshBench,
-    client: &LogIngestClient<Channel>,
+    channel: &Channel,
     table: &str,
     n: &mut u64,
     session: Session,
@@ -196,7 +195,7 @@ async fn run_once(
 
     let cpu_before = crate::bench::cpu_seconds(std::process::id())?;
     let started = Instant::now();
-    let offered = load::offer(client, &bench.load, &bench.source, n, |_| {}).await?;
+    let offered = load::offer(channel, &bench.load, &bench.source, n, |_| {}).await?;
     let (failed, late, sent_for) = (offered.failed, offered.late, offered.sent_for);
     // Until the querier saw the last OK (or 60 s).
     let last = offered.acks.iter().map(|a| a.at).max();

@@ -198,9 +198,14 @@ enum BenchTarget {
         /// Processes to sample as NAME=PID, repeatable (this process is always sampled).
         #[arg(long = "watch", value_parser = parse_watch)]
         watch: Vec<(String, u32)>,
-        /// Directory for soak.csv and the PNG plots.
+        /// Directory for soak.csv and the PNG plots (with several runs, one folder per run
+        /// inside it).
         #[arg(long, default_value = "soak-out")]
         out: PathBuf,
+        /// Runs of the load, one after another on the same processes and table; with
+        /// several, the median and range of each figure follow.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
         #[command(flatten)]
         lake: LakeArgs,
         /// DuckDB extension directory with avro, httpfs and iceberg.
@@ -393,6 +398,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     warmup,
                     watch,
                     out,
+                    runs,
                     lake,
                     extension_dir,
                 },
@@ -406,6 +412,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 extension_dir,
                 out,
                 warmup: Duration::from_secs(warmup),
+                runs,
             })
             .await?;
         }

@@ -59,6 +59,8 @@ pub struct SoakBench {
     pub out: PathBuf,
     /// Seconds at the start left out of the RSS-growth figure.
     pub warmup: Duration,
+    /// Runs of the load, one after another.
+    pub runs: usize,
 }
 
 /// One sample of the watched processes, `t` seconds into the load.
@@ -78,37 +80,110 @@ struct Poll {
     committed: BTreeMap<i32, i64>,
 }
 
-/// Runs the soak and prints its report. `Err` when the ledger does not add up.
+/// What one run measured, for the summary of several.
+#[derive(Debug, Clone)]
+struct SoakRun {
+    acked_per_s: f64,
+    /// OK -> committed, ms: p50, p90, p99, max.
+    fresh_ms: [f64; 4],
+    lag_max: i64,
+    /// Per watched process: mean cores, and RSS growth from after warm-up to the end (a ratio).
+    processes: Vec<(f64, f64)>,
+}
+
+/// Runs the soak `bench.runs` times, one after another on the same
+/// processes and table, and prints each report and, with several, the
+/// median and range of each figure. `Err` when the ledger does not add up.
 pub async fn run(bench: &SoakBench) -> Result<()> {
-    std::fs::create_dir_all(&bench.out)
-        .with_context(|| format!("cannot create {}", bench.out.display()))?;
-    let client = load::connect(&bench.gateway).await?;
+    anyhow::ensure!(bench.runs > 0, "--runs must be at least 1");
+    let channel = load::connect(&bench.gateway).await?;
     let keys = S3Keys::from_env()?;
     let mut watch = bench.watch.clone();
     watch.push(("harness".into(), std::process::id()));
     for (name, pid) in &watch {
         crate::bench::cpu_seconds(*pid).with_context(|| format!("--watch {name}={pid}"))?;
     }
+    let (mut n, mut acked) = (0u64, 0u64);
+    let mut runs = Vec::new();
+    for i in 0..bench.runs {
+        let out = if bench.runs == 1 {
+            bench.out.clone()
+        } else {
+            println!("run {} of {}:", i + 1, bench.runs);
+            bench.out.join(format!("run-{}", i + 1))
+        };
+        runs.push(run_once(bench, &channel, &keys, &watch, &out, &mut n, &mut acked).await?);
+    }
+    if runs.len() > 1 {
+        let names: Vec<&str> = watch.iter().map(|(n, _)| n.as_str()).collect();
+        print!("{}", summary(&names, &runs));
+    }
+    Ok(())
+}
 
+/// Median (min–max) of each run's figures.
+fn summary(names: &[&str], runs: &[SoakRun]) -> String {
+    use crate::bench::Spread;
+    let show = |values: Vec<f64>, digits: usize| {
+        Spread::of(values.into_iter()).map_or("-".into(), |s| {
+            format!(
+                "{:.digits$} ({:.digits$}–{:.digits$})",
+                s.median, s.min, s.max
+            )
+        })
+    };
+    let of = |f: &dyn Fn(&SoakRun) -> f64, digits| show(runs.iter().map(f).collect(), digits);
+    let mut text = format!(
+        "{} runs, median (min–max):\n  acknowledged events/s {}\n  OK -> committed ms: p50 {}  p90 {}  \
+         p99 {}  max {}\n  Kafka lag max, records {}\n",
+        runs.len(),
+        of(&|r| r.acked_per_s, 0),
+        of(&|r| r.fresh_ms[0], 0),
+        of(&|r| r.fresh_ms[1], 0),
+        of(&|r| r.fresh_ms[2], 0),
+        of(&|r| r.fresh_ms[3], 0),
+        of(&|r| r.lag_max as f64, 0),
+    );
+    for (i, name) in names.iter().enumerate() {
+        text += &format!(
+            "  {name}: cores {}, RSS growth % {}\n",
+            of(&|r| r.processes[i].0, 2),
+            of(&|r| r.processes[i].1 * 100.0, 1),
+        );
+    }
+    text
+}
+
+/// One run: the load, the drain, the report, and the ledger of everything
+/// acknowledged so far (`acked`, `n` carry over from earlier runs).
+async fn run_once(
+    bench: &SoakBench,
+    channel: &Channel,
+    keys: &S3Keys,
+    watch: &[(String, u32)],
+    out: &Path,
+    n: &mut u64,
+    acked_so_far: &mut u64,
+) -> Result<SoakRun> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let polls: Arc<Mutex<Vec<Poll>>> = Arc::default();
     let high: Arc<Mutex<BTreeMap<i32, i64>>> = Arc::default();
     let poller = tokio::spawn(poll_committed(
-        client.clone(),
+        load::client(channel.clone()),
         bench.load.stream.clone(),
         stop.clone(),
         polls.clone(),
     ));
     let started = Instant::now();
     let sampler = tokio::spawn(sample(
-        watch.clone(),
+        watch.to_vec(),
         started,
         stop.clone(),
         polls.clone(),
         high.clone(),
     ));
 
-    let mut n = 0u64;
     let on_ack = {
         let high = high.clone();
         move |ack: &Ack| {
@@ -119,7 +194,7 @@ pub async fn run(bench: &SoakBench) -> Result<()> {
             }
         }
     };
-    let offered = load::offer(&client, &bench.load, &bench.source, &mut n, on_ack).await?;
+    let offered = load::offer(channel, &bench.load, &bench.source, n, on_ack).await?;
 
     // Until every acknowledged record is committed (or DRAIN passes).
     let drained_by = Instant::now() + DRAIN;
@@ -143,12 +218,13 @@ pub async fn run(bench: &SoakBench) -> Result<()> {
     }
     let never = committed_at.iter().filter(|c| c.is_none()).count();
     let acked = offered.events();
-    let (rows, distinct, files, bytes) = ledger(bench, &keys).await?;
+    *acked_so_far += acked;
+    let (rows, distinct, files, bytes) = ledger(bench, keys).await?;
 
     let names: Vec<&str> = watch.iter().map(|(n, _)| n.as_str()).collect();
-    write_csv(&bench.out.join("soak.csv"), &names, &samples)?;
+    write_csv(&out.join("soak.csv"), &names, &samples)?;
     plot(
-        bench,
+        out,
         &names,
         &samples,
         &offered.acks,
@@ -159,6 +235,7 @@ pub async fn run(bench: &SoakBench) -> Result<()> {
 
     let secs = offered.sent_for.as_secs_f64();
     let ms = |q: f64| fresh.value_at_quantile(q) as f64 / 1000.0;
+    let fresh_ms = [ms(0.5), ms(0.9), ms(0.99), fresh.max() as f64 / 1000.0];
     println!(
         "offered {} events/s in requests of {} for {:.0} s: acknowledged {acked} events = {:.0} events/s \
          ({} requests failed, {} not sent because {} were in flight)",
@@ -176,10 +253,10 @@ pub async fn run(bench: &SoakBench) -> Result<()> {
         offered.acks.len() - never,
         offered.acks.len(),
         if caught_up { "" } else { " (NOT caught up)" },
-        ms(0.5),
-        ms(0.9),
-        ms(0.99),
-        fresh.max() as f64 / 1000.0,
+        fresh_ms[0],
+        fresh_ms[1],
+        fresh_ms[2],
+        fresh_ms[3],
         POLL.as_millis()
     );
     let lag_max = samples.iter().map(|s| s.lag_records).max().unwrap_or(0);
@@ -196,6 +273,7 @@ pub async fn run(bench: &SoakBench) -> Result<()> {
     println!("|---|---:|---:|---:|---:|---:|");
     let during: Vec<&Sample> = samples.iter().filter(|s| s.t <= load_end).collect();
     let warm = bench.warmup.as_secs_f64().min(load_end / 2.0);
+    let mut processes = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         let cores = mean(during.iter().map(|s| s.processes[i].0));
         let after_warmup = mean(
@@ -211,25 +289,33 @@ pub async fn run(bench: &SoakBench) -> Result<()> {
                 .map(|s| s.processes[i].1),
         );
         let peak = samples.iter().map(|s| s.processes[i].1).fold(0.0, f64::max);
+        let growth = end / after_warmup - 1.0;
         println!(
             "| {name} | {cores:.2} | {after_warmup:.0} | {end:.0} | {:+.1} % | {peak:.0} |",
-            (end / after_warmup - 1.0) * 100.0
+            growth * 100.0
         );
+        processes.push((cores, growth));
     }
     println!(
         "table: {files} data files, {bytes} bytes = {:.1} bytes/event",
         bytes as f64 / rows.max(1) as f64
     );
+    let acked = *acked_so_far;
     println!(
         "ledger: acknowledged {acked} | rows {rows} | distinct ids {distinct}; plots and soak.csv in {}",
-        bench.out.display()
+        out.display()
     );
     if rows != acked || distinct != acked {
         bail!(
             "the ledger does not add up: {acked} acknowledged, {rows} rows, {distinct} distinct ids"
         );
     }
-    Ok(())
+    Ok(SoakRun {
+        acked_per_s: offered.events() as f64 / secs,
+        fresh_ms,
+        lag_max,
+        processes,
+    })
 }
 
 /// Asks the committed offsets every [`POLL`] until `stop`.
@@ -385,9 +471,9 @@ fn write_csv(path: &Path, names: &[&str], samples: &[Sample]) -> Result<()> {
     Ok(())
 }
 
-/// throughput.png, freshness.png, cpu.png, rss.png and lag.png in `bench.out`.
+/// throughput.png, freshness.png, cpu.png, rss.png and lag.png in `out`.
 fn plot(
-    bench: &SoakBench,
+    out: &Path,
     names: &[&str],
     samples: &[Sample],
     acks: &[Ack],
@@ -419,7 +505,7 @@ fn plot(
             .collect()
     };
     line_chart(
-        &bench.out.join("throughput.png"),
+        &out.join("throughput.png"),
         &format!("Events per second ({RATE_WINDOW_S} s means)"),
         "seconds",
         "events/s",
@@ -438,7 +524,7 @@ fn plot(
         })
         .collect();
     line_chart(
-        &bench.out.join("freshness.png"),
+        &out.join("freshness.png"),
         "Gateway OK -> committed (cumulative)",
         "seconds",
         "% of requests",
@@ -460,21 +546,21 @@ fn plot(
             .collect()
     };
     line_chart(
-        &bench.out.join("cpu.png"),
+        &out.join("cpu.png"),
         "CPU per process",
         "seconds",
         "cores",
         &by_process(|p| p.0),
     )?;
     line_chart(
-        &bench.out.join("rss.png"),
+        &out.join("rss.png"),
         "Resident memory per process",
         "seconds",
         "MiB",
         &by_process(|p| p.1),
     )?;
     line_chart(
-        &bench.out.join("lag.png"),
+        &out.join("lag.png"),
         "Kafka lag (records written, not yet committed)",
         "seconds",
         "records",
@@ -521,5 +607,32 @@ mod tests {
             commit_times(&acks, &polls),
             vec![Some(at(200)), Some(at(400)), Some(at(400)), None]
         );
+    }
+
+    #[test]
+    fn the_summary_gives_the_median_and_range_of_each_figure() {
+        let run = |per_s: f64, p99: f64, growth: f64| SoakRun {
+            acked_per_s: per_s,
+            fresh_ms: [1000.0, 2000.0, p99, p99 + 500.0],
+            lag_max: 100,
+            processes: vec![(0.4, growth), (0.1, 0.0)],
+        };
+        let runs = [
+            run(199_000.0, 7000.0, 0.05),
+            run(200_000.0, 9000.0, 0.12),
+            run(198_000.0, 8000.0, 0.08),
+        ];
+        let text = summary(&["compactor", "gateway"], &runs);
+        assert!(text.starts_with("3 runs, median (min–max):"), "{text}");
+        assert!(
+            text.contains("acknowledged events/s 199000 (198000–200000)"),
+            "{text}"
+        );
+        assert!(text.contains("p99 8000 (7000–9000)"), "{text}");
+        assert!(
+            text.contains("compactor: cores 0.40 (0.40–0.40), RSS growth % 8.0 (5.0–12.0)"),
+            "{text}"
+        );
+        assert!(text.contains("gateway: cores 0.10"), "{text}");
     }
 }
