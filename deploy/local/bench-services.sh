@@ -18,7 +18,10 @@ printf 'metrics_listen = "127.0.0.1:9401"\n[kafka]\nbrokers = "%s"\ngroup_id = "
   "$TLAKE_KAFKA_BROKERS" "$topic" "$topic" "$TLAKE_CATALOG_URI" "$TLAKE_WAREHOUSE" "$TLAKE_S3_ENDPOINT" "$TLAKE_S3_REGION" > "$run/cmp.toml"
 AWS_ACCESS_KEY_ID=$TLAKE_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$TLAKE_S3_SECRET_KEY "$bin/tlake-gateway" --config "$run/gw.toml" > "$run/gw.log" 2>&1 &
 gw=$!
-AWS_ACCESS_KEY_ID=$TLAKE_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$TLAKE_S3_SECRET_KEY "$bin/tlake-compactor" --config "$run/cmp.toml" > "$run/cmp.log" 2>&1 &
+# TLAKE_BENCH_COMPACTOR_ENV: extra NAME=VALUE words for the compactor alone (e.g. glibc's
+# MALLOC_ARENA_MAX=2), so an allocator setting can be compared without touching the rest.
+# shellcheck disable=SC2086
+env ${TLAKE_BENCH_COMPACTOR_ENV:-} AWS_ACCESS_KEY_ID=$TLAKE_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$TLAKE_S3_SECRET_KEY "$bin/tlake-compactor" --config "$run/cmp.toml" > "$run/cmp.log" 2>&1 &
 cmp=$!
 trap 'kill $gw $cmp 2>/dev/null || true' EXIT
 sleep 3
