@@ -123,8 +123,8 @@ pub fn client(channel: Channel) -> LogIngestClient<Channel> {
 /// run's ids are new. Each event is encoded as soon as it is made and
 /// dropped: holding a request's thousand events (a dozen allocations each)
 /// until it was sent, and freeing them on another thread, made glibc's
-/// malloc half of this generator's CPU in a 10-minute soak, growing from
-/// 0.5 to 0.9 cores as its free lists fragmented (BENCHMARKS.md, soak).
+/// malloc ~40 % of this generator's CPU in a 10-minute soak, which grew
+/// from 0.5 to 0.9 cores meanwhile (BENCHMARKS.md, soak).
 pub fn request(stream: &str, batch: usize, source: &Source, n: &mut u64) -> Bytes {
     use tlake_proto::contract::tags::log_batch;
     let resource = resource("bench-load");
