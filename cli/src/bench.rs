@@ -424,7 +424,7 @@ impl Spread {
 }
 
 /// "median (min–max)" with `digits` decimals; "-" for no values.
-trait Show {
+pub(crate) trait Show {
     fn show(&self, digits: usize) -> String;
     fn show_percent(&self) -> String;
 }

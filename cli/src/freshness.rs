@@ -133,13 +133,8 @@ pub async fn run(bench: &FreshBench) -> Result<()> {
 
 /// Median (min–max) of each run's figures.
 fn summary(runs: &[FreshRun]) -> String {
-    use crate::bench::Spread;
-    let show = |values: Vec<f64>| {
-        Spread::of(values.into_iter()).map_or("-".into(), |s| {
-            format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max)
-        })
-    };
-    let of = |f: fn(&FreshRun) -> f64| show(runs.iter().map(f).collect());
+    use crate::bench::{Show, Spread};
+    let of = |f: fn(&FreshRun) -> f64| Spread::of(runs.iter().map(f)).show(0);
     format!(
         "{} runs, median (min–max):\n  acknowledged events/s {}\n  OK -> visible ms: p50 {}  p90 {}  p99 {}  max {}\n  \
          fresh query ms: p50 {}  p99 {}; requests never seen: {}\n",

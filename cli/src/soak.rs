@@ -123,16 +123,8 @@ pub async fn run(bench: &SoakBench) -> Result<()> {
 
 /// Median (min–max) of each run's figures.
 fn summary(names: &[&str], runs: &[SoakRun]) -> String {
-    use crate::bench::Spread;
-    let show = |values: Vec<f64>, digits: usize| {
-        Spread::of(values.into_iter()).map_or("-".into(), |s| {
-            format!(
-                "{:.digits$} ({:.digits$}–{:.digits$})",
-                s.median, s.min, s.max
-            )
-        })
-    };
-    let of = |f: &dyn Fn(&SoakRun) -> f64, digits| show(runs.iter().map(f).collect(), digits);
+    use crate::bench::{Show, Spread};
+    let of = |f: &dyn Fn(&SoakRun) -> f64, digits| Spread::of(runs.iter().map(f)).show(digits);
     let mut text = format!(
         "{} runs, median (min–max):\n  acknowledged events/s {}\n  OK -> committed ms: p50 {}  p90 {}  \
          p99 {}  max {}\n  Kafka lag max, records {}\n",
