@@ -4,14 +4,14 @@
 //! written (partition → highest offset).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use bytes::{Bytes, BytesMut};
 use tlake_proto::codec::{PreEncoded, SEND_LOGS_PATH};
-use tlake_proto::v1::SendLogsResponse;
 use tlake_proto::v1::log_ingest_client::LogIngestClient;
+use tlake_proto::v1::{Resource, SendLogsResponse};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -127,10 +127,12 @@ pub fn client(channel: Channel) -> LogIngestClient<Channel> {
 /// from 0.5 to 0.9 cores meanwhile (BENCHMARKS.md, soak).
 pub fn request(stream: &str, batch: usize, source: &Source, n: &mut u64) -> Bytes {
     use tlake_proto::contract::tags::log_batch;
-    let resource = resource("bench-load");
+    // The same for every request; made once (it reads /etc/hostname).
+    static RESOURCE: OnceLock<Resource> = OnceLock::new();
+    let resource = RESOURCE.get_or_init(|| resource("bench-load"));
     let mut body = BytesMut::with_capacity(batch * 320 + 256);
     prost::encoding::string::encode(log_batch::STREAM, &stream.to_owned(), &mut body);
-    prost::encoding::message::encode(log_batch::RESOURCE, &resource, &mut body);
+    prost::encoding::message::encode(log_batch::RESOURCE, resource, &mut body);
     for _ in 0..batch {
         *n += 1;
         prost::encoding::message::encode(log_batch::EVENTS, &source.event(*n), &mut body);
