@@ -516,6 +516,8 @@ struct SeenIds {
     flush_of: HashMap<[u8; 16], u64, foldhash::quality::RandomState>,
     /// Ids per flush, oldest first; the last entry is the buffer's.
     flushes: VecDeque<(u64, Vec<[u8; 16]>)>,
+    /// Ids `flush_of` holds without growing, as last built ([`Self::keep_room`]).
+    room: usize,
 }
 
 impl SeenIds {
@@ -523,6 +525,7 @@ impl SeenIds {
         Self {
             flush_of: HashMap::default(),
             flushes: VecDeque::from([(1, Vec::new())]),
+            room: 0,
         }
     }
 
@@ -545,6 +548,7 @@ impl SeenIds {
 
     /// The buffer was committed: its ids become the newest committed flush.
     fn committed(&mut self, window_flushes: usize, window_ids: usize) {
+        let buffered = self.current().1.len();
         let next = self.current().0 + 1;
         self.flushes.push_back((next, Vec::new()));
         while self.flushes.len() > 1
@@ -557,6 +561,27 @@ impl SeenIds {
                 }
             }
         }
+        self.keep_room(self.flush_of.len() + buffered);
+    }
+
+    /// Rebuilds the map with room for twice `peak` ids (the window and a
+    /// buffer like the last one) once `peak` outgrows half its room.
+    ///
+    /// Why: hashbrown leaves some removed entries as tombstones, and when
+    /// they use up its spare room it rehashes in place if at most half the
+    /// table is live, and doubles the table otherwise. With a window of 4M
+    /// ids and flushes of 1M, that doubling came 55 flushes into a steady
+    /// stream: the 200K soak's +20 % RSS step at minute four (BENCHMARKS.md).
+    /// Built at twice the peak, the table grows while the window fills or
+    /// when the rate rises, and every later clean-up is in place.
+    fn keep_room(&mut self, peak: usize) {
+        if 2 * peak <= self.room {
+            return;
+        }
+        let mut map = HashMap::with_capacity_and_hasher(2 * peak, self.flush_of.hasher().clone());
+        map.extend(self.flush_of.drain());
+        self.room = map.capacity();
+        self.flush_of = map;
     }
 
     /// The buffer was dropped: its ids were not committed.
@@ -975,6 +1000,40 @@ mod tests {
         buffers.committed("default").expect("committed");
         append(&mut buffers, &[5], "a");
         assert_eq!(ids(&flush(&mut buffers)), [5]);
+    }
+
+    #[test]
+    fn a_steady_stream_does_not_grow_the_id_window_after_warm_up() {
+        // Flushes of 3 000 new ids, a window of 10 000: ids come and go for
+        // as long as the process runs. The table may grow while the window
+        // fills, never after (without `keep_room` it doubled at flush 8).
+        let mut seen = SeenIds::new();
+        let mut next = 0u128;
+        let mut flush = |seen: &mut SeenIds| {
+            for _ in 0..3_000 {
+                next += 1;
+                let id = next.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+                assert!(seen.insert(id.to_le_bytes()), "every id is new");
+            }
+            seen.committed(16, 10_000);
+        };
+        // The window is full after four flushes; one more for the peak.
+        let mut warm = 0;
+        for _ in 0..5 {
+            flush(&mut seen);
+            warm = warm.max(seen.flush_of.capacity());
+        }
+        for i in 0..2_000 {
+            flush(&mut seen);
+            // capacity() is live + spare: removed entries lower it and a
+            // rehash in place restores it, but only growth exceeds this.
+            assert!(
+                seen.flush_of.capacity() <= warm,
+                "flush {i}: capacity {} after warm-up {warm}",
+                seen.flush_of.capacity()
+            );
+        }
+        assert!(seen.flush_of.len() <= 10_000 + 3_000);
     }
 
     #[test]

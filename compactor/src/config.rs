@@ -100,7 +100,8 @@ pub struct FlushConfig {
     pub max_latency_ms: u64,
     /// Flushes whose event ids are remembered to drop late duplicates.
     pub dedup_window_flushes: u32,
-    /// At most this many remembered ids per table (~40 bytes each); the
+    /// At most this many remembered ids per table (~60–120 bytes each: the
+    /// map is kept at most half full, so that it never grows after warm-up); the
     /// oldest flushes are forgotten first.
     pub dedup_window_ids: u64,
     /// Threads a large flush of one table is split across, each writing
@@ -244,7 +245,7 @@ impl Config {
         if self.flush.dedup_window_ids > 1 << 30 {
             return invalid(
                 "flush.dedup_window_ids",
-                "must be at most 1073741824 (each id costs ~40 bytes of memory)",
+                "must be at most 1073741824 (each id costs ~60–120 bytes of memory)",
             );
         }
         if !(100..=600_000).contains(&self.flush.max_latency_ms) {
