@@ -578,7 +578,7 @@ impl SeenIds {
         if 2 * peak <= self.room {
             return;
         }
-        let mut map = HashMap::with_capacity_and_hasher(2 * peak, self.flush_of.hasher().clone());
+        let mut map = HashMap::with_capacity_and_hasher(2 * peak, *self.flush_of.hasher());
         map.extend(self.flush_of.drain());
         self.room = map.capacity();
         self.flush_of = map;
