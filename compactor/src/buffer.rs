@@ -565,7 +565,9 @@ impl SeenIds {
     }
 
     /// Rebuilds the map with room for twice `peak` ids (the window and a
-    /// buffer like the last one) once `peak` outgrows half its room.
+    /// buffer like the last one) once `peak` outgrows half its room, or
+    /// falls under an eighth of it (the rate dropped after a burst: the
+    /// memory goes back).
     ///
     /// Why: hashbrown leaves some removed entries as tombstones, and when
     /// they use up its spare room it rehashes in place if at most half the
@@ -575,7 +577,7 @@ impl SeenIds {
     /// Built at twice the peak, the table grows while the window fills or
     /// when the rate rises, and every later clean-up is in place.
     fn keep_room(&mut self, peak: usize) {
-        if 2 * peak <= self.room {
+        if (peak..=4 * peak).contains(&(self.room / 2)) {
             return;
         }
         let mut map = HashMap::with_capacity_and_hasher(2 * peak, *self.flush_of.hasher());
@@ -1034,6 +1036,37 @@ mod tests {
             );
         }
         assert!(seen.flush_of.len() <= 10_000 + 3_000);
+    }
+
+    #[test]
+    fn the_id_window_gives_memory_back_when_the_rate_drops() {
+        let mut seen = SeenIds::new();
+        let mut next = 0u128;
+        let mut flush = |seen: &mut SeenIds, ids: usize| {
+            for _ in 0..ids {
+                next += 1;
+                seen.insert(next.to_le_bytes());
+            }
+            seen.committed(4, 1_000_000);
+        };
+        for _ in 0..6 {
+            flush(&mut seen, 20_000);
+        }
+        let burst = seen.flush_of.capacity();
+        assert!(burst >= 2 * 5 * 20_000, "room for twice the peak: {burst}");
+        // Four flushes later the window holds only small ones.
+        for _ in 0..6 {
+            flush(&mut seen, 1_000);
+        }
+        let after = seen.flush_of.capacity();
+        assert!(
+            after < burst / 8,
+            "capacity {after} after a burst of {burst}"
+        );
+        assert!(
+            after >= 2 * 5 * 1_000,
+            "still room for twice the peak: {after}"
+        );
     }
 
     #[test]
