@@ -582,6 +582,12 @@ impl SeenIds {
         }
         let mut map = HashMap::with_capacity_and_hasher(2 * peak, *self.flush_of.hasher());
         map.extend(self.flush_of.drain());
+        tracing::debug!(
+            peak,
+            from = self.room,
+            to = map.capacity(),
+            "id window map rebuilt"
+        );
         self.room = map.capacity();
         self.flush_of = map;
     }
