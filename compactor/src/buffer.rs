@@ -1010,21 +1010,31 @@ mod tests {
         assert_eq!(ids(&flush(&mut buffers)), [5]);
     }
 
+    /// Buffers `ids` ids never seen before (numbered on from `next`, spread
+    /// over the hash like random ids), then commits them as one flush.
+    fn commit_new_ids(
+        seen: &mut SeenIds,
+        next: &mut u128,
+        ids: usize,
+        window_flushes: usize,
+        window_ids: usize,
+    ) {
+        for _ in 0..ids {
+            *next += 1;
+            let id = next.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+            assert!(seen.insert(id.to_le_bytes()), "every id is new");
+        }
+        seen.committed(window_flushes, window_ids);
+    }
+
     #[test]
     fn a_steady_stream_does_not_grow_the_id_window_after_warm_up() {
         // Flushes of 3 000 new ids, a window of 10 000: ids come and go for
         // as long as the process runs. The table may grow while the window
         // fills, never after (without `keep_room` it doubled at flush 8).
         let mut seen = SeenIds::new();
-        let mut next = 0u128;
-        let mut flush = |seen: &mut SeenIds| {
-            for _ in 0..3_000 {
-                next += 1;
-                let id = next.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-                assert!(seen.insert(id.to_le_bytes()), "every id is new");
-            }
-            seen.committed(16, 10_000);
-        };
+        let mut next = 0;
+        let mut flush = |seen: &mut SeenIds| commit_new_ids(seen, &mut next, 3_000, 16, 10_000);
         // The window is full after four flushes; one more for the peak.
         let mut warm = 0;
         for _ in 0..5 {
@@ -1047,14 +1057,9 @@ mod tests {
     #[test]
     fn the_id_window_gives_memory_back_when_the_rate_drops() {
         let mut seen = SeenIds::new();
-        let mut next = 0u128;
-        let mut flush = |seen: &mut SeenIds, ids: usize| {
-            for _ in 0..ids {
-                next += 1;
-                seen.insert(next.to_le_bytes());
-            }
-            seen.committed(4, 1_000_000);
-        };
+        let mut next = 0;
+        let mut flush =
+            |seen: &mut SeenIds, ids| commit_new_ids(seen, &mut next, ids, 4, 1_000_000);
         for _ in 0..6 {
             flush(&mut seen, 20_000);
         }
