@@ -247,6 +247,9 @@ pub fn any_value(bytes: &[u8], budget: u32) -> WireResult<Any<'_>> {
 /// Validates one `AnyValue` message as [`any_value`] does, without making
 /// `&str`s of its strings (cheaper, for readers that only check).
 pub fn check_any_value(bytes: &[u8], budget: u32) -> WireResult<()> {
+    if budget > 0 && plain_string(bytes).is_some_and(<[u8]>::is_ascii) {
+        return Ok(());
+    }
     any_value_as::<Checked>(bytes, budget).map(drop)
 }
 
@@ -258,7 +261,57 @@ pub fn key_value(bytes: &[u8], budget: u32) -> WireResult<(&str, Option<Any<'_>>
 /// Validates one `KeyValue` message as [`key_value`] does, without making
 /// `&str`s of its strings.
 pub fn check_key_value(bytes: &[u8], budget: u32) -> WireResult<()> {
+    if budget > 0
+        && let Some((key, text)) = plain_key_value(bytes)
+        && key.is_ascii()
+        && text.is_ascii()
+    {
+        return Ok(());
+    }
     key_value_as::<Checked>(bytes, budget).map(drop)
+}
+
+/// The string bytes of an `AnyValue` holding a string and nothing else
+/// (field 1 once), not yet checked as UTF-8; `None` for any other shape.
+///
+/// With [`plain_key_value`], the short way for the shape nearly every
+/// attribute and body has: a fixed sequence of tag and length bytes
+/// compared in one pass, where the general readers loop over fields and
+/// dispatch on each (the loops were a third of the gateway's scan,
+/// BENCHMARKS.md "Instruction counts"). Whatever these accept, the general
+/// readers accept and read the same.
+#[inline]
+pub fn plain_string(any_value: &[u8]) -> Option<&[u8]> {
+    let (text, rest) = len_field(any_value, tags::any_value::STRING)?;
+    rest.is_empty().then_some(text)
+}
+
+/// Key and string bytes of a `KeyValue` that is exactly `key`, then a
+/// `value` for which [`plain_string`] holds, neither checked as UTF-8;
+/// `None` for any other shape.
+#[inline]
+pub fn plain_key_value(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (key, rest) = len_field(bytes, tags::key_value::KEY)?;
+    let (value, rest) = len_field(rest, tags::key_value::VALUE)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    Some((key, plain_string(value)?))
+}
+
+/// `bytes` starting with length-delimited field `field` (its key a single
+/// byte): the field's value and what follows it.
+#[inline(always)]
+fn len_field(bytes: &[u8], field: u32) -> Option<(&[u8], &[u8])> {
+    debug_assert!(field < 16, "a one-byte key");
+    let (&key, rest) = bytes.split_first()?;
+    if u32::from(key) != (field << 3) | 2 {
+        return None;
+    }
+    let mut r = Reader::new(rest);
+    let len = usize::try_from(r.varint().ok()?).ok()?;
+    let rest = &rest[r.pos..];
+    (len <= rest.len()).then(|| rest.split_at(len))
 }
 
 fn any_value_as<'a, S: Strings<'a>>(bytes: &'a [u8], budget: u32) -> WireResult<Any<'a, S::Str>> {
@@ -411,6 +464,83 @@ mod tests {
                 assert_eq!(a.string().is_ok(), b.check_string().is_ok(), "{bytes:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_short_way_agrees_with_the_general_readers() {
+        // KeyValues of the common shape (a 200-byte value: a two-byte
+        // length) and every truncation and one-byte change of them: where
+        // the short way reads, the general reader reads the same, and the
+        // checks that take it answer as the general reader does.
+        let long = "v".repeat(200);
+        let kv = |key: &[u8], value: &[u8]| {
+            let any = [&[0x0a, value.len() as u8][..], value].concat();
+            [
+                &[0x0a, key.len() as u8][..],
+                key,
+                &[0x12, any.len() as u8],
+                &any,
+            ]
+            .concat()
+        };
+        let mut cases = vec![
+            kv(b"http.route", b"/api/v1/orders"),
+            kv(b"", b""),
+            kv("caf\u{e9}".as_bytes(), b"x"),
+        ];
+        let mut body = vec![0x0a, 0xc8, 0x01];
+        body.extend_from_slice(long.as_bytes());
+        let mut with_long = vec![0x0a, 0x01, b'k', 0x12, 0xcb, 0x01];
+        with_long.extend_from_slice(&body);
+        cases.push(with_long);
+        let originals = cases.clone();
+        for original in &originals {
+            for end in 0..original.len() {
+                cases.push(original[..end].to_vec());
+            }
+            for at in 0..original.len() {
+                for byte in [0x00, 0x01, 0x0a, 0x12, 0x1a, 0x7f, 0x80, 0xff] {
+                    let mut changed = original.clone();
+                    changed[at] = byte;
+                    cases.push(changed);
+                }
+            }
+        }
+        for bytes in &cases {
+            let general = key_value(bytes, 2);
+            if let Some((key, text)) = plain_key_value(bytes)
+                && let (Ok(key), Ok(text)) = (std::str::from_utf8(key), std::str::from_utf8(text))
+            {
+                assert_eq!(general, Ok((key, Some(Any::Str(text)))), "{bytes:?}");
+            }
+            assert_eq!(
+                check_key_value(bytes, 2).is_ok(),
+                general.is_ok(),
+                "{bytes:?}"
+            );
+            assert_eq!(
+                check_key_value(bytes, 0).is_ok(),
+                key_value(bytes, 0).is_ok(),
+                "{bytes:?}"
+            );
+            let general = any_value(bytes, 2);
+            if let Some(text) = plain_string(bytes)
+                && let Ok(text) = std::str::from_utf8(text)
+            {
+                assert_eq!(general, Ok(Any::Str(text)), "{bytes:?}");
+            }
+            assert_eq!(
+                check_any_value(bytes, 2).is_ok(),
+                general.is_ok(),
+                "{bytes:?}"
+            );
+            assert_eq!(
+                check_any_value(bytes, 0).is_ok(),
+                any_value(bytes, 0).is_ok(),
+                "{bytes:?}"
+            );
+        }
+        assert_eq!(plain_string(&body), Some(long.as_bytes()));
     }
 
     #[test]

@@ -167,32 +167,12 @@ impl<'a> Text<'a> {
     }
 }
 
-/// The string of an encoded `AnyValue` that holds only a string (field 1
-/// once, nothing else) — as prost reads it; anything else is `None`.
-#[inline]
-fn plain_string(any_value: &[u8]) -> Option<&[u8]> {
-    let mut r = Reader::new(any_value);
-    match r.field() {
-        Ok(Some((tags::any_value::STRING, Wire::Len))) => {}
-        _ => return None,
-    }
-    let s = r.bytes().ok()?;
-    matches!(r.field(), Ok(None)).then_some(s)
-}
-
-/// An encoded `KeyValue` read back: key bytes and value. Exactly
-/// `key, value` in that order with a plain string takes the short way;
-/// anything else is read by the validating reader.
+/// An encoded `KeyValue` read back: key bytes and value. The common shape
+/// ([`wire::plain_key_value`]) takes the short way; anything else is read by
+/// the validating reader.
 #[inline]
 fn key_value(bytes: &[u8]) -> wire::WireResult<(&[u8], Text<'_>)> {
-    let mut r = Reader::new(bytes);
-    if let Ok(Some((1, Wire::Len))) = r.field()
-        && let Ok(key) = r.bytes()
-        && let Ok(Some((2, Wire::Len))) = r.field()
-        && let Ok(value) = r.bytes()
-        && let Ok(None) = r.field()
-        && let Some(text) = plain_string(value)
-    {
+    if let Some((key, text)) = wire::plain_key_value(bytes) {
         return Ok((key, Text::Bytes(text)));
     }
     let (key, value) = wire::key_value(bytes, wire::PROST_DEPTH)?;
@@ -325,7 +305,7 @@ impl<'a> Rows<'a> {
         self.severity_text.push_option(non_empty(severity_text))?;
         match body {
             None => self.body.push_option(None)?,
-            Some(bytes) => match plain_string(bytes) {
+            Some(bytes) => match wire::plain_string(bytes) {
                 Some(text) => self.body.push(text)?,
                 None => match wire::any_value(bytes, wire::PROST_DEPTH).map_err(bug)? {
                     Any::Empty => self.body.push_option(None)?,
