@@ -278,8 +278,9 @@ pub fn check_key_value(bytes: &[u8], budget: u32) -> WireResult<()> {
 /// attribute and body has: a fixed sequence of tag and length bytes
 /// compared in one pass, where the general readers loop over fields and
 /// dispatch on each (the loops were a third of the gateway's scan,
-/// BENCHMARKS.md "Instruction counts"). Whatever these accept, the general
-/// readers accept and read the same.
+/// BENCHMARKS.md "Instruction counts"). Whatever these accept with UTF-8
+/// strings, the general readers accept and read the same (a unit test
+/// holds them to it).
 #[inline]
 pub fn plain_string(any_value: &[u8]) -> Option<&[u8]> {
     let (text, rest) = len_field(any_value, tags::any_value::STRING)?;
