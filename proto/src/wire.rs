@@ -310,9 +310,8 @@ fn len_field(bytes: &[u8], field: u32) -> Option<(&[u8], &[u8])> {
         return None;
     }
     let mut r = Reader::new(rest);
-    let len = usize::try_from(r.varint().ok()?).ok()?;
-    let rest = &rest[r.pos..];
-    (len <= rest.len()).then(|| rest.split_at(len))
+    let value = r.bytes().ok()?;
+    Some((value, &rest[r.pos..]))
 }
 
 fn any_value_as<'a, S: Strings<'a>>(bytes: &'a [u8], budget: u32) -> WireResult<Any<'a, S::Str>> {
